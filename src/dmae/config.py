@@ -1,0 +1,143 @@
+"""Load and validate the YAML configuration.
+
+One JSON schema, written in YAML (``schemas/config.schema.yaml``), describes every key. The
+CLI and the Snakemake workflow both validate against it, so a typo stops everything before
+any job starts, with the key named.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unparsable or has a bad key or value."""
+
+
+def schema() -> dict:
+    text = resources.files("dmae").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the bad key, for humans: 'dataset.val_size: -1 is less than ...'."""
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
+        return f"unknown key {keys} (allowed here: {', '.join(allowed)})"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def validate(cfg: dict, source: str = "config") -> dict:
+    """Validate ``cfg`` against the schema; raise ConfigError listing every bad key."""
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise ConfigError(f"{source}: invalid configuration:\n  {lines}")
+    _check_references(cfg, source)
+    return cfg
+
+
+def _check_references(cfg: dict, source: str) -> None:
+    """Cross-key checks a JSON schema cannot express."""
+    for method, spec in cfg["methods"].items():
+        pre = spec.get("pretraining")
+        if pre is not None and pre not in cfg["pretrainings"]:
+            raise ConfigError(
+                f"{source}: methods.{method}.pretraining: '{pre}' is not one of the "
+                f"pretrainings ({', '.join(sorted(cfg['pretrainings'])) or 'none defined'})"
+            )
+    for sigma in cfg.get("finetune_per_sigma", {}):
+        if float(sigma) not in [float(s) for s in cfg["sigmas"]]:
+            raise ConfigError(
+                f"{source}: finetune_per_sigma.{sigma}: {sigma} is not in sigmas {cfg['sigmas']}"
+            )
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return validate(cfg, source=str(path))
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    """Return ``base`` with ``override`` merged in recursively (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def sigma_key(sigma: float | str) -> str:
+    """Canonical text of a sigma, as used in file names and ``per_sigma`` keys ('0.25', '1.0')."""
+    return repr(float(sigma))
+
+
+def model_config(cfg: dict, model: str) -> dict:
+    """The architecture settings of ``model``, without its training overrides."""
+    if model not in cfg["models"]:
+        raise ConfigError(f"models.{model}: no such model (have {', '.join(cfg['models'])})")
+    return {k: v for k, v in cfg["models"][model].items() if k not in ("pretrain", "finetune")}
+
+
+def pretrain_settings(cfg: dict, model: str, pretraining: str) -> tuple[dict, dict]:
+    """(model config incl. noise/mask settings, training hyperparameters) of one pretraining."""
+    if pretraining not in cfg["pretrainings"]:
+        raise ConfigError(f"pretrainings.{pretraining}: not defined")
+    model_cfg = {**model_config(cfg, model), **cfg["pretrainings"][pretraining]}
+    hp = deep_merge(cfg["pretrain"], cfg["models"][model].get("pretrain"))
+    hp = {**hp, "task": "pretrain", "seed": cfg["runtime"]["seed"]}
+    return model_cfg, _with_runtime(cfg, hp)
+
+
+def finetune_settings(cfg: dict, model: str, method: str, sigma: float) -> tuple[dict, dict]:
+    """(classifier config, training hyperparameters) of one fine-tuning run.
+
+    Precedence, later wins: finetune, models.<model>.finetune, finetune_per_sigma.<sigma>,
+    and the method's switch for consistency regularization.
+    """
+    if method not in cfg["methods"]:
+        raise ConfigError(f"methods.{method}: not defined (have {', '.join(cfg['methods'])})")
+    hp = deep_merge(cfg["finetune"], cfg["models"][model].get("finetune"))
+    per_sigma = {sigma_key(k): v for k, v in cfg.get("finetune_per_sigma", {}).items()}
+    hp = deep_merge(hp, per_sigma.get(sigma_key(sigma)))
+    hp["consistency"] = {**hp.get("consistency", {}),
+                         "enabled": bool(cfg["methods"][method]["consistency"])}
+    model_cfg = {**model_config(cfg, model),
+                 "global_pool": hp.pop("global_pool", "avg"),
+                 "drop_path_rate": hp.pop("drop_path", 0.0)}
+    task = "linprobe" if cfg["methods"][method].get("linprobe", False) else "finetune"
+    hp = {**hp, "task": task, "sigma": float(sigma), "seed": cfg["runtime"]["seed"]}
+    return model_cfg, _with_runtime(cfg, hp)
+
+
+def _with_runtime(cfg: dict, hp: dict) -> dict:
+    runtime = cfg["runtime"]
+    return {**hp, "num_workers": runtime["num_workers"], "amp": runtime["amp"],
+            "compile": runtime["compile"]}

@@ -1,0 +1,85 @@
+"""The config schema: every shipped config validates; bad keys are named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from dmae import config as cfglib
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "config").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = cfglib.load(path)
+    assert cfg["sigmas"], "every config fine-tunes at least one sigma"
+
+
+@pytest.fixture
+def smoke(repo):
+    return cfglib.load(repo / "config" / "smoke.yaml")
+
+
+@pytest.mark.parametrize(
+    "mutate, named",
+    [
+        (lambda c: c["dataset"].update(colour="red"), "dataset.colour"),
+        (lambda c: c["certify"].update(n0=0), "certify.n0"),
+        (lambda c: c["certify"].update(alpha=1.5), "certify.alpha"),
+        (lambda c: c["finetune"].update(lerning_rate=1.0), "finetune.lerning_rate"),
+        (lambda c: c["dataset"].update(name="mnist"), "dataset.name"),
+        (lambda c: c.update(sigmas=[0.25, -1.0]), "sigmas.1"),
+        (lambda c: c["dataset"].pop("val_size"), "val_size"),
+        (lambda c: c["methods"]["dmae"].update(pretraining="nope"), "methods.dmae.pretraining"),
+        (lambda c: c.update(finetune_per_sigma={"0.3": {"epochs": 2}}), "finetune_per_sigma.0.3"),
+    ],
+)
+def test_bad_key_is_named(smoke, mutate, named):
+    bad = copy.deepcopy(smoke)
+    mutate(bad)
+    with pytest.raises(cfglib.ConfigError, match=named.replace(".", r"\.")):
+        cfglib.validate(bad)
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(cfglib.ConfigError, match="not found"):
+        cfglib.load(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(cfglib.ConfigError, match="broken.yaml: not valid YAML"):
+        cfglib.load(broken)
+
+
+def test_finetune_settings_precedence(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["models"]["micro"]["finetune"] = {"epochs": 3}
+    cfg["finetune_per_sigma"] = {"0.5": {"epochs": 7, "consistency": {"eta": 0.1}}}
+    cfglib.validate(cfg)
+
+    _, hp25 = cfglib.finetune_settings(cfg, "micro", "dmae", 0.25)
+    model_cfg, hp50 = cfglib.finetune_settings(cfg, "micro", "dmae", 0.5)
+    _, hp_rs = cfglib.finetune_settings(cfg, "micro", "rs", 0.5)
+
+    assert hp25["epochs"] == 3  # model override over the shared section
+    assert hp50["epochs"] == 7  # per-sigma override over the model's
+    assert hp50["consistency"] == {"m": 2, "lambda": 2.0, "eta": 0.1, "enabled": True}
+    assert hp25["consistency"]["eta"] == 0.5
+    assert hp_rs["consistency"]["enabled"] is False  # RS: plain Gaussian training
+    assert hp50["sigma"] == 0.5 and hp50["task"] == "finetune"
+    assert model_cfg["arch"] == "vit_micro" and "finetune" not in model_cfg
+
+
+def test_pretrain_settings_carry_noise_and_mask(smoke):
+    model_cfg, hp = cfglib.pretrain_settings(smoke, "micro", "dmae")
+    assert model_cfg["sigma"] == 0.25 and model_cfg["loss_on"] == "all"
+    assert hp["task"] == "pretrain" and hp["betas"] == [0.9, 0.95]
+    with pytest.raises(cfglib.ConfigError, match="pretrainings.nope"):
+        cfglib.pretrain_settings(smoke, "micro", "nope")
+
+
+def test_sigma_key_is_canonical():
+    assert cfglib.sigma_key(1) == cfglib.sigma_key("1.0") == "1.0"
+    assert cfglib.sigma_key(0.25) == "0.25"
