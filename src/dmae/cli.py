@@ -86,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log", None), getattr(args, "verbose", False))
+    from dmae.data import DataError
+
     try:
         args.func(args)
-    except (cfglib.ConfigError, FileNotFoundError, ValueError) as err:
+    except (DataError, FileNotFoundError, ValueError) as err:
         # Expected user errors: one clear line, no traceback.
         log.error("%s", err)
         return 2

@@ -1,0 +1,146 @@
+"""Tiny datasets written in the real source formats, with specs that match them.
+
+For tests and smoke runs of the workflow: passing the returned spec to ``prepare_dataset``
+runs the real verification, parsing and writing code on a few images. Image ``i`` of each
+split stores ``i % 256`` and ``i // 256`` in its first two pixels (channel 0), so a test can
+tell which source image ended up where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..io import md5_file
+from .cifar import encode_cifar_batch
+from .idx import encode_idx
+from .specs import CIFAR10, FASHION_MNIST, Cifar10Spec, FashionMnistSpec, SourceFile
+
+
+def synthetic_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Random uint8 images [n,H,W,C] whose first two pixels encode their index."""
+    images = np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    index = np.arange(n)
+    images[:, 0, 0, 0] = index % 256
+    images[:, 0, 1, 0] = index // 256
+    return images
+
+
+def image_ids(images: np.ndarray) -> np.ndarray:
+    """Indices encoded by :func:`synthetic_images`."""
+    return images[:, 0, 0, 0].astype(np.int64) + 256 * images[:, 0, 1, 0].astype(np.int64)
+
+
+def write_fashion_mnist_fixture(
+    folder: Path, n_train: int = 40, n_test: int = 20, *, seed: int = 0, compresslevel: int = 9
+) -> FashionMnistSpec:
+    """Write the four gzip'd IDX files into ``folder``; return a spec that matches them.
+
+    Labels cycle through the 10 classes. The spec has no system folders, so preparing with
+    it never picks up Debian's real files.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = FASHION_MNIST
+    height, width, _ = spec.image_shape
+    arrays = {
+        spec.train_images.name: synthetic_images(n_train, (height, width, 1), seed)[..., 0],
+        spec.train_labels.name: np.arange(n_train) % 10,
+        spec.test_images.name: synthetic_images(n_test, (height, width, 1), seed + 1)[..., 0],
+        spec.test_labels.name: np.arange(n_test) % 10,
+    }
+    files = {}
+    for name, array in arrays.items():
+        content = encode_idx(array)
+        path = folder / name
+        path.write_bytes(gzip.compress(content, compresslevel=compresslevel, mtime=0))
+        files[name] = SourceFile(name, md5_file(path), hashlib.sha256(content).hexdigest())
+    return dataclasses.replace(
+        spec,
+        train_images=files[spec.train_images.name],
+        train_labels=files[spec.train_labels.name],
+        test_images=files[spec.test_images.name],
+        test_labels=files[spec.test_labels.name],
+        system_dirs=(),
+        train_count=n_train,
+        test_count=n_test,
+    )
+
+
+def cifar_member_bytes(per_batch: int = 4, n_test: int = 10, seed: int = 0) -> dict[str, bytes]:
+    """Contents of the CIFAR-10 binary archive's members, keyed by archive path."""
+    spec = CIFAR10
+    n_train = per_batch * len(spec.train_batches)
+    train = synthetic_images(n_train, spec.image_shape, seed)
+    test = synthetic_images(n_test, spec.image_shape, seed + 1)
+    members = {}
+    for b, name in enumerate(spec.train_batches):
+        rows = slice(b * per_batch, (b + 1) * per_batch)
+        labels = np.arange(n_train)[rows] % spec.num_classes
+        members[f"{spec.folder}/{name}"] = encode_cifar_batch(train[rows], labels)
+    members[f"{spec.folder}/{spec.test_batches[0]}"] = encode_cifar_batch(
+        test, np.arange(n_test) % spec.num_classes
+    )
+    names = ["airplane", "automobile", "bird", "cat", "deer"]
+    names += ["dog", "frog", "horse", "ship", "truck"]
+    members[f"{spec.folder}/{spec.meta_file}"] = ("\n".join(names) + "\n\n").encode()
+    return members
+
+
+def write_tar_gz(path: Path, members: dict[str, bytes]) -> Path:
+    """Write a .tar.gz holding ``members`` (regular files) at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_cifar10_fixture(
+    folder: Path, per_batch: int = 4, n_test: int = 10, *, seed: int = 0
+) -> Cifar10Spec:
+    """Write ``cifar-10-binary.tar.gz`` into ``folder``; return a spec that matches it."""
+    spec = CIFAR10
+    archive = write_tar_gz(
+        Path(folder) / spec.archive.name, cifar_member_bytes(per_batch, n_test, seed)
+    )
+    return dataclasses.replace(
+        spec,
+        archive=SourceFile(spec.archive.name, md5_file(archive)),
+        train_count=per_batch * len(spec.train_batches),
+        test_count=n_test,
+    )
+
+
+def write_imagenet_fixture(
+    root: Path,
+    wnids: Sequence[str],
+    train_per_class: int = 3,
+    val_per_class: int = 2,
+    size: int = 8,
+    extension: str = ".JPEG",
+) -> Path:
+    """Write tiny JPEGs in class-folder layout under ``root`` (folders created in the given
+    order); return ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in wnids:
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}{extension}", format="JPEG")
+    return root

@@ -1,0 +1,96 @@
+"""ImageNet class-folder indexing: sorted wnid labels, clear layout errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from dmae.data import DataError, build_transform, load_split, prepare_dataset
+from dmae.data.fixtures import write_imagenet_fixture
+
+WNIDS = ["n03000000", "n01000000", "n02000000"]  # created in this (unsorted) order
+
+
+@pytest.fixture
+def imagenet_root(tmp_path):
+    return write_imagenet_fixture(tmp_path / "ILSVRC2012", WNIDS, train_per_class=4)
+
+
+def _prepare(tmp_path, root, **kwargs):
+    kwargs.setdefault("expected_classes", 3)
+    return prepare_dataset(
+        "imagenet",
+        tmp_path / "prepared",
+        tmp_path / "raw",
+        val_size=3,
+        imagenet_dir=root,
+        **kwargs,
+    )
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_index_in_sorted_wnid_order(tmp_path, imagenet_root):
+    # One more accepted extension: lower-case .jpg and .png; other files are skipped.
+    shutil.copy(
+        imagenet_root / "val/n02000000/n02000000_0.JPEG", imagenet_root / "val/n02000000/x.jpg"
+    )
+    (imagenet_root / "val/n02000000/readme.txt").write_text("not an image")
+    out = _prepare(tmp_path, imagenet_root)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == sorted(WNIDS) == manifest["wnids"]
+    assert manifest["imagenet_root"] == str(imagenet_root.resolve())
+    assert manifest["counts"] == {"train": 9, "val": 3, "test": 7}
+    assert manifest["class_counts"]["test"] == [2, 3, 2]
+    assert manifest["image_shape"] is None and manifest["storage"] == "image_index"
+
+    rows = _rows(out / "test.csv")
+    for row in rows:
+        wnid = row["path"].split("/")[1]
+        assert row["path"].startswith("val/") and int(row["label"]) == sorted(WNIDS).index(wnid)
+    assert not any(r["path"].endswith(".txt") for r in rows)
+    train_paths = {r["path"] for r in _rows(out / "train.csv")}
+    val_paths = {r["path"] for r in _rows(out / "val.csv")}
+    assert len(train_paths | val_paths) == 12 and not train_paths & val_paths
+
+    dataset = load_split(out, "test", build_transform("imagenet", train=False, input_size=16))
+    image, label = dataset[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and label == 0
+    train = load_split(out, "train", build_transform("imagenet", train=True, input_size=16))
+    assert train[0][0].shape == (3, 16, 16) and train.num_classes == 3
+    assert load_split(out, "val")[0][0].mode == "RGB"  # no transform: the PIL image
+
+
+def test_wrong_class_count(tmp_path, imagenet_root):
+    with pytest.raises(DataError, match=r"ILSVRC2012/train: found 3 class folders, expected 1000"):
+        _prepare(tmp_path, imagenet_root, expected_classes=None)
+    assert not (tmp_path / "prepared" / "imagenet").exists()
+
+
+def test_train_and_val_class_mismatch(tmp_path, imagenet_root):
+    (imagenet_root / "val" / "n02000000").rename(imagenet_root / "val" / "n09999999")
+    with pytest.raises(DataError) as info:
+        _prepare(tmp_path, imagenet_root)
+    message = str(info.value)
+    assert "ILSVRC2012/val" in message
+    assert "missing n02000000" in message and "extra n09999999" in message
+
+
+def test_missing_split_folder_and_empty_class(tmp_path, imagenet_root):
+    shutil.rmtree(imagenet_root / "val")
+    with pytest.raises(DataError, match=r"ILSVRC2012/val: folder not found.*class-folder"):
+        _prepare(tmp_path, imagenet_root)
+    with pytest.raises(DataError, match="imagenet_dir"):
+        prepare_dataset("imagenet", tmp_path / "p", tmp_path / "r", val_size=1)
+    write_imagenet_fixture(imagenet_root, WNIDS)
+    for image in (imagenet_root / "train" / "n01000000").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match=r"train/n01000000: no images"):
+        _prepare(tmp_path, imagenet_root)
