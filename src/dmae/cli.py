@@ -15,6 +15,9 @@ from dmae import config as cfglib
 
 log = logging.getLogger("dmae")
 
+# The published numbers the tables are compared with (DMAE Tables 1 and 3, Cohen et al.).
+REFERENCE_RESULTS = Path(__file__).resolve().parent / "reference_results.csv"
+
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -55,6 +58,278 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     log.info("prepared %s in %s", ds["name"], out)
 
 
+def cmd_import_checkpoint(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.models import import_checkpoint
+
+    cfg = cfglib.load(args.config)
+    model_cfg = cfglib.pretrain_settings(cfg, args.model, args.pretraining)[0]
+    out = args.out or layout.pretrain_dir(cfg, args.model, args.pretraining) / "last"
+    report = import_checkpoint(args.source, out, model_cfg, strict=args.strict)
+    for key in ("missing_keys", "unexpected_keys"):
+        print(f"{key.replace('_', ' ')}: {', '.join(report[key]) or 'none'}")
+    print(f"wrote {Path(out).with_suffix('.safetensors')} ({report['num_tensors']} tensors)")
+
+
+def _device(cfg: dict) -> str | None:
+    """The config's device; None lets the engine pick CUDA when present."""
+    device = cfg["runtime"]["device"]
+    return None if device == "auto" else device
+
+
+def _set_threads(cfg: dict, threads: int | None) -> None:
+    import torch
+
+    threads = threads or cfg["runtime"].get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _fresh_if_changed(out_dir: Path, fingerprint: dict) -> None:
+    """Resume an interrupted run only if it was started with the same settings and inputs.
+
+    The engine resumes from ``out_dir/resume.pt``; when the settings, the data or the
+    starting checkpoint changed since, that state belongs to another run, so it goes.
+    """
+    from dmae.io import read_json, write_json
+
+    record = out_dir / "run.json"
+    if record.is_file() and read_json(record) != fingerprint:
+        for name in ("resume.pt", "metrics.csv"):
+            if (out_dir / name).exists():
+                log.info("%s: settings or inputs changed, starting afresh", out_dir)
+                (out_dir / name).unlink()
+    write_json(record, fingerprint)
+
+
+def _splits(cfg: dict, input_size: int, randaugment: str | None = None):
+    from dmae import layout
+    from dmae.data import build_transform, load_split, manifest_hash
+
+    prepared = layout.prepared_dir(cfg)
+    name = cfg["dataset"]["name"]
+    train_set = load_split(prepared, "train", build_transform(name, True, input_size,
+                                                               randaugment))
+    val_set = load_split(prepared, "val", build_transform(name, False, input_size))
+    return train_set, val_set, manifest_hash(prepared)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.checkpoint import load_checkpoint, load_into, save_checkpoint
+    from dmae.io import sha256_file
+    from dmae.models import build_pretrain_model
+    from dmae.train import TrainHParams, train
+
+    cfg = cfglib.load(args.config)
+    _set_threads(cfg, args.threads)
+    model_cfg, hp = cfglib.pretrain_settings(cfg, args.model, args.pretraining)
+    recipe = cfg["pretrainings"][args.pretraining]
+    out = Path(args.out or layout.pretrain_dir(cfg, args.model, args.pretraining))
+    model = build_pretrain_model(model_cfg)
+    meta = {"model": args.model, "pretraining": args.pretraining, "model_cfg": model_cfg}
+    if recipe.get("init"):
+        state, _ = load_checkpoint(recipe["init"])
+        load_into(model, state, source=recipe["init"])
+        meta["init"] = {"path": recipe["init"],
+                        "sha256": sha256_file(Path(recipe["init"]).with_suffix(".safetensors"))}
+    if not recipe.get("train", True):
+        save_checkpoint(out / "last", model.state_dict(), {**meta, "epoch": 0})
+        log.info("%s used as it is (no continued pretraining) -> %s", recipe["init"], out)
+        return
+    train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"])
+    meta["data_manifest_sha256"] = data_hash
+    _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
+    train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
+          device=_device(cfg))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.checkpoint import load_checkpoint
+    from dmae.data import read_manifest
+    from dmae.io import sha256_file
+    from dmae.models import build_classifier, build_linear_probe, load_encoder
+    from dmae.train import TrainHParams, train
+
+    cfg = cfglib.load(args.config)
+    _set_threads(cfg, args.threads)
+    model_cfg, hp = cfglib.finetune_settings(cfg, args.model, args.method, args.sigma)
+    randaugment = hp.pop("randaugment", None)
+    out = Path(args.out or layout.finetune_dir(cfg, args.model, args.method, args.sigma))
+    num_classes = read_manifest(layout.prepared_dir(cfg))["num_classes"]
+    if hp["task"] == "linprobe":
+        model = build_linear_probe(model_cfg, num_classes)
+    else:
+        model = build_classifier(model_cfg, num_classes)
+    meta = {"model": args.model, "method": args.method, "sigma": args.sigma,
+            "model_cfg": model_cfg, "num_classes": num_classes}
+    if args.pretrained:
+        state, _ = load_checkpoint(args.pretrained)
+        missing, unexpected = load_encoder(model, state, source=str(args.pretrained))
+        log.info("encoder from %s (not loaded: %s; unused: %s)", args.pretrained,
+                 ", ".join(missing) or "none", ", ".join(unexpected) or "none")
+        meta["pretrained"] = {"path": str(args.pretrained), "sha256": sha256_file(
+            Path(args.pretrained).with_suffix(".safetensors"))}
+    elif cfg["methods"][args.method]["pretraining"] is not None:
+        raise ValueError(f"methods.{args.method} fine-tunes a pretrained encoder: "
+                         "pass --pretrained <checkpoint>")
+    train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"], randaugment)
+    meta["data_manifest_sha256"] = data_hash
+    _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
+    train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
+          device=_device(cfg))
+
+
+def _certify_indices(cfg: dict, test_size: int) -> list[int]:
+    """The test images to certify: every ``stride``-th from ``start`` (at most max_images)."""
+    c = cfg["certify"]
+    indices = list(range(c.get("start", 0), test_size, c["stride"]))
+    return indices[: c["max_images"]] if c.get("max_images") else indices
+
+
+def _load_classifier(checkpoint: Path):
+    """A fine-tuned classifier rebuilt from its checkpoint's own metadata."""
+    from dmae.checkpoint import load_checkpoint, load_into
+    from dmae.models import build_classifier, build_linear_probe
+
+    state, meta = load_checkpoint(checkpoint)
+    build = build_linear_probe if meta.get("task") == "linprobe" else build_classifier
+    model = build(meta["model_cfg"], meta["num_classes"])
+    load_into(model, state, source=str(checkpoint))
+    return model, meta
+
+
+def cmd_certify(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.certify import certify_dataset
+    from dmae.data import build_transform, load_split
+    from dmae.io import sha256_file
+
+    cfg = cfglib.load(args.config)
+    _set_threads(cfg, args.threads)
+    model, meta = _load_classifier(args.checkpoint)
+    test_set = load_split(layout.prepared_dir(cfg), "test",
+                          build_transform(cfg["dataset"]["name"], False,
+                                          meta["model_cfg"]["img_size"]))
+    if test_set.num_classes != meta["num_classes"]:
+        raise ValueError(f"{args.checkpoint}: a {meta['num_classes']}-class model cannot "
+                         f"certify {cfg['dataset']['name']} ({test_set.num_classes} classes)")
+    c = cfg["certify"]
+    shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
+    fingerprint = {"checkpoint_sha256": sha256_file(Path(args.checkpoint)
+                                                    .with_suffix(".safetensors")),
+                   "dataset": cfg["dataset"]["name"]}
+    status = certify_dataset(
+        model, test_set, _certify_indices(cfg, len(test_set)), args.sigma,
+        n0=c["n0"], n=c["n"], alpha=c["alpha"], batch_size=c["batch_size"],
+        seed=c.get("seed", 0), out_tsv=args.out, num_classes=meta["num_classes"],
+        device=_device(cfg), shard=shard, config=fingerprint,
+    )
+    log.info("certified %d/%d images -> %s", status.done, status.total, status.tsv)
+
+
+def cmd_merge_certify(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.certify import merge_shards
+    from dmae.data import read_manifest
+
+    cfg = cfglib.load(args.config)
+    test_size = read_manifest(layout.prepared_dir(cfg))["counts"]["test"]
+    out = merge_shards(args.shards, args.out, _certify_indices(cfg, test_size))
+    log.info("merged %d shards -> %s", len(args.shards), out)
+
+
+def report_runs(cfg: dict) -> list:
+    """Every certification of the config as report runs, labelled for tables and figures."""
+    from dmae import layout
+    from dmae.report import Run
+
+    several_models = len(cfg["models"]) > 1
+    names = cfg["report"].get("paper_names", {})
+    runs = []
+    for model, method, sigma in layout.runs(cfg):
+        label = cfg["methods"][method].get("label", method)
+        runs.append(Run(
+            dataset=cfg["dataset"]["name"],
+            method=f"{model}/{method}" if several_models else method,
+            sigma=float(sigma),
+            tsv=layout.certify_tsv(cfg, model, method, sigma),
+            label=f"{label} ({model})" if several_models else label,
+            paper=names.get(f"{model}/{method}"),
+        ))
+    return runs
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dmae import layout
+    from dmae.report import (
+        best_sigma_table,
+        paper_comparison_table,
+        per_sigma_table,
+        write_table,
+    )
+    from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
+
+    cfg = cfglib.load(args.config)
+    runs = report_runs(cfg)
+    dataset, radii = cfg["dataset"]["name"], cfg["report"]["radii"]
+    tables = layout.results_dir(cfg) / "tables"
+    figures = layout.results_dir(cfg) / "figures"
+    formats = layout.TABLE_FORMATS
+
+    def paths(folder: Path, name: str, exts) -> list[Path]:
+        return [folder / f"{name}.{ext}" for ext in exts]
+
+    write_table(per_sigma_table(runs, dataset, radii), paths(tables, "certified_accuracy",
+                                                             formats))
+    write_table(best_sigma_table(runs, dataset, radii), paths(tables, "best_over_sigma",
+                                                              formats))
+    reference = cfg["report"].get("reference_dataset")
+    if reference:
+        comparison = paper_comparison_table(runs, reference, REFERENCE_RESULTS)
+    else:
+        comparison = _no_reference_table(dataset)
+    write_table(comparison, paths(tables, "paper_comparison", formats))
+    plot_certified_accuracy(runs, dataset, paths(figures, "certified_accuracy",
+                                                 layout.FIGURE_FORMATS))
+    plot_best_over_sigma(runs, dataset, paths(figures, "best_over_sigma",
+                                              layout.FIGURE_FORMATS))
+    log.info("tables in %s, figures in %s", tables, figures)
+
+
+def _no_reference_table(dataset: str):
+    import pandas as pd
+
+    return pd.DataFrame([{"method": f"(the paper reports no {dataset} results)",
+                          "radius": None, "paper %": None, "this run %": None}])
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    import torch
+
+    from dmae import layout
+    from dmae.checkpoint import load_checkpoint, load_into
+    from dmae.data import build_transform, load_split
+    from dmae.models import build_pretrain_model
+    from dmae.report.figures import reconstruction_grid
+
+    cfg = cfglib.load(args.config)
+    state, meta = load_checkpoint(args.checkpoint)
+    model = build_pretrain_model(meta["model_cfg"])
+    load_into(model, state, source=str(args.checkpoint))
+    model.eval()
+    val = load_split(layout.prepared_dir(cfg), "val",
+                     build_transform(cfg["dataset"]["name"], False, meta["model_cfg"]["img_size"]))
+    torch.manual_seed(cfg["runtime"]["seed"])  # the same noise and masks on every run
+    clean = torch.stack([val[i][0] for i in range(args.images)])
+    with torch.inference_mode():
+        corrupted, recon, _ = model.reconstruct(clean)
+    clean = torch.nn.functional.interpolate(clean, size=corrupted.shape[-2:], mode="bicubic")
+    reconstruction_grid(clean, corrupted, recon, args.out)
+    log.info("reconstructions -> %s", args.out)
+
+
 def _opt_path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -69,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", required=True, help="YAML config file (see config/)")
     common.add_argument("--log", help="also write the log to this file")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
 
     p = sub.add_parser("validate-config", parents=[common], help="check a config file")
@@ -80,6 +356,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="prepare again even if up to date")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "pretrain", parents=[common],
+        help="DMAE/MAE pretraining of one model with one pretraining recipe",
+    )
+    p.add_argument("--model", required=True, help="a key of the config's models")
+    p.add_argument("--pretraining", required=True, help="a key of the config's pretrainings")
+    p.add_argument("--out", type=Path, help="run folder (default: the workflow's path)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser(
+        "finetune", parents=[common],
+        help="fine-tune (or probe) one classifier for one method and noise level sigma",
+    )
+    p.add_argument("--model", required=True, help="a key of the config's models")
+    p.add_argument("--method", required=True, help="a key of the config's methods")
+    p.add_argument("--sigma", required=True, type=float, help="training noise level")
+    p.add_argument("--pretrained", type=Path, help="pretrained checkpoint (.safetensors)")
+    p.add_argument("--out", type=Path, help="run folder (default: the workflow's path)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "certify", parents=[common],
+        help="CERTIFY (Cohen et al.) the config's test subset with a fine-tuned classifier",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned .safetensors")
+    p.add_argument("--sigma", required=True, type=float, help="smoothing noise level")
+    p.add_argument("--shard", help="i/k: certify every k-th image of the subset from i")
+    p.add_argument("--out", required=True, type=Path, help="TSV to write (resumes if partial)")
+    p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser(
+        "merge-certify", parents=[common],
+        help="check that certification shards are complete and disjoint, and merge them",
+    )
+    p.add_argument("shards", nargs="+", type=Path, help="shard TSVs")
+    p.add_argument("--out", required=True, type=Path, help="merged TSV")
+    p.set_defaults(func=cmd_merge_certify)
+
+    p = sub.add_parser(
+        "report", parents=[common],
+        help="certified-accuracy tables (CSV, Markdown, LaTeX) and figures for the config",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "reconstruct", parents=[common],
+        help="figure of DMAE reconstructions: clean, noisy + masked input, reconstruction",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="pretrained .safetensors")
+    p.add_argument("--images", type=int, default=8, help="validation images to show")
+    p.add_argument("--out", required=True, type=Path, help="PNG (or PDF) to write")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser(
+        "import-checkpoint", parents=[common],
+        help="convert the authors' published DMAE .pth into this project's checkpoint format",
+        description="Reads a bare MAE-layout state dict (torch.load with weights_only=True), "
+        "checks it against the config's model, reports missing and unexpected keys, and writes "
+        "safetensors + JSON where the workflow expects the pretrained checkpoint, so "
+        "fine-tuning starts from it instead of pretraining.",
+    )
+    p.add_argument("source", type=Path, help="e.g. dmae_base_sigma_0.25_mask_0.75_1100e.pth")
+    p.add_argument("--model", required=True, help="a key of the config's models (e.g. vit_b)")
+    p.add_argument("--pretraining", default="dmae", help="pretraining recipe name (dmae)")
+    p.add_argument("--out", type=Path, help="checkpoint stem (default: the workflow's path)")
+    p.add_argument("--strict", action="store_true", help="fail on missing/unexpected keys")
+    p.set_defaults(func=cmd_import_checkpoint)
     return parser
 
 

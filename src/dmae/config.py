@@ -55,6 +55,10 @@ def validate(cfg: dict, source: str = "config") -> dict:
 
 def _check_references(cfg: dict, source: str) -> None:
     """Cross-key checks a JSON schema cannot express."""
+    for name, recipe in cfg["pretrainings"].items():
+        if not recipe.get("train", True) and not recipe.get("init"):
+            raise ConfigError(f"{source}: pretrainings.{name}.train is false, so "
+                              f"pretrainings.{name}.init must name a checkpoint")
     for method, spec in cfg["methods"].items():
         pre = spec.get("pretraining")
         if pre is not None and pre not in cfg["pretrainings"]:
@@ -110,7 +114,9 @@ def pretrain_settings(cfg: dict, model: str, pretraining: str) -> tuple[dict, di
     """(model config incl. noise/mask settings, training hyperparameters) of one pretraining."""
     if pretraining not in cfg["pretrainings"]:
         raise ConfigError(f"pretrainings.{pretraining}: not defined")
-    model_cfg = {**model_config(cfg, model), **cfg["pretrainings"][pretraining]}
+    recipe = {k: v for k, v in cfg["pretrainings"][pretraining].items()
+              if k not in ("init", "train")}
+    model_cfg = {**model_config(cfg, model), **recipe}
     hp = deep_merge(cfg["pretrain"], cfg["models"][model].get("pretrain"))
     hp = {**hp, "task": "pretrain", "seed": cfg["runtime"]["seed"]}
     return model_cfg, _with_runtime(cfg, hp)

@@ -1,0 +1,265 @@
+"""Gaussian randomized smoothing: CERTIFY and PREDICT of Cohen, Rosenfeld & Kolter (2019).
+
+The smoothed classifier is g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I), where f is any
+``torch.nn.Module`` mapping a batch of [0,1] images [B,C,H,W] to logits [B,num_classes]. Noise is
+added in [0,1] pixel space (the model normalizes internally) and is never clipped.
+
+Noise is drawn from one ``torch.Generator`` per test image, in fixed-size chunks of
+``noise_chunk`` samples, so the noise an image sees does not depend on the batch size (a single
+``randn`` call of a different shape would give different numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import beta, binomtest, norm
+
+ABSTAIN = -1
+DEFAULT_NOISE_CHUNK = 32
+_SEED_STRIDE = 1_000_003  # prime; distinct image indices give distinct seeds for a given seed
+_SEED_MODULUS = 2**32  # the CPU generator (mt19937) only uses the low 32 bits of a seed
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (pure functions, vectorized over numpy arrays so they can be tested in bulk)
+# ---------------------------------------------------------------------------------------------
+
+
+def lower_confidence_bound(n_a, n, alpha):
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion.
+
+    Equals ``beta.ppf(alpha, nA, n - nA + 1)`` and 0 when nA = 0. Works elementwise on arrays;
+    returns a Python float for scalar input.
+    """
+    n_a = np.asarray(n_a, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1)
+    bound = np.where(n_a > 0, bound, 0.0)
+    return float(bound) if bound.ndim == 0 else bound
+
+
+def radius_from_bound(p_a_lower, sigma: float):
+    """Certified L2 radius sigma * Phi^-1(pA_lower); 0.0 where the certificate abstains (< 0.5)."""
+    p = np.asarray(p_a_lower, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        radius = np.where(p >= 0.5, sigma * norm.ppf(p), 0.0)
+    return float(radius) if radius.ndim == 0 else radius
+
+
+def certify_from_counts(n_a, n, alpha: float, sigma: float):
+    """Return ``(certified, pA_lower, radius)`` for selection-phase winners counted nA of n times.
+
+    ``certified`` is False (ABSTAIN, radius 0.0) exactly when pA_lower < 0.5, as in CERTIFY.
+    Elementwise on arrays.
+    """
+    p_a_lower = lower_confidence_bound(n_a, n, alpha)
+    certified = np.asarray(p_a_lower) >= 0.5
+    radius = radius_from_bound(p_a_lower, sigma)
+    if np.ndim(certified) == 0:
+        return bool(certified), p_a_lower, radius
+    return certified, p_a_lower, radius
+
+
+def predict_pvalue(n_a: int, n_b: int) -> float:
+    """Two-sided binomial test p-value that the top two classes are equally likely (PREDICT)."""
+    return float(binomtest(int(n_a), int(n_a) + int(n_b), 0.5).pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise
+# ---------------------------------------------------------------------------------------------
+
+
+def image_seed(seed: int, idx: int) -> int:
+    """Seed of test image ``idx`` in a run seeded with ``seed``: deterministic, no ``hash()``.
+
+    Results therefore do not depend on how the test set is split into jobs or shards.
+    """
+    if seed < 0 or idx < 0:
+        raise ValueError(f"seed and image index must be >= 0, got seed={seed}, idx={idx}")
+    return (seed * _SEED_STRIDE + idx) % _SEED_MODULUS
+
+
+def image_generator(seed: int, idx: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` seeded for test image ``idx``."""
+    return torch.Generator(device=torch.device(device)).manual_seed(image_seed(seed, idx))
+
+
+class NoiseStream:
+    """Standard normal samples of one shape, drawn from ``generator`` in fixed-size chunks.
+
+    ``take(k)`` returns the next k samples of the stream. Every chunk is one ``normal_`` call of
+    ``chunk`` samples, so concatenating any sequence of ``take`` results gives the same numbers
+    whatever the k's were: batch size changes speed, never the noise. At most ``chunk - 1``
+    samples are carried over between calls, so memory stays bounded by batch + chunk.
+    """
+
+    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, chunk: int,
+                 dtype: torch.dtype = torch.float32):
+        if chunk < 1:
+            raise ValueError(f"noise chunk must be >= 1, got {chunk}")
+        self.shape = tuple(shape)
+        self.generator = generator
+        self.device = generator.device
+        self.chunk = chunk
+        self.dtype = dtype
+        self._carry: torch.Tensor | None = None
+
+    def _new_chunk(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            out = torch.empty((self.chunk, *self.shape), dtype=self.dtype, device=self.device)
+        return out.normal_(generator=self.generator)
+
+    def take(self, k: int) -> torch.Tensor:
+        """The next ``k`` samples, shape [k, *shape], on the generator's device."""
+        out = torch.empty((k, *self.shape), dtype=self.dtype, device=self.device)
+        filled = 0
+        if self._carry is not None:
+            used = min(k, len(self._carry))
+            out[:used] = self._carry[:used]
+            self._carry = self._carry[used:] if used < len(self._carry) else None
+            filled = used
+        while filled < k:
+            if k - filled >= self.chunk:  # whole chunk: draw it in place, no copy
+                self._new_chunk(out[filled:filled + self.chunk])
+                filled += self.chunk
+            else:
+                chunk = self._new_chunk()
+                used = k - filled
+                out[filled:] = chunk[:used]
+                self._carry = chunk[used:]
+                filled = k
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The smoothed classifier
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Outcome of CERTIFY for one input: ``prediction`` is ABSTAIN (-1) with radius 0.0."""
+
+    prediction: int
+    radius: float
+    n_a: int
+    p_a_lower: float
+
+
+class Smooth:
+    """Smoothed classifier g around a base classifier f with Gaussian noise of std ``sigma``.
+
+    Noisy copies go through f ``batch_size`` at a time under ``torch.inference_mode``; bf16
+    autocast is used only when the device is CUDA. Class counts are tallied on the device and read
+    back once per input. The model is put in eval mode.
+    """
+
+    def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
+                 batch_size: int = 1000, device: torch.device | str | None = None,
+                 noise_chunk: int = DEFAULT_NOISE_CHUNK):
+        check_positive_float("sigma", sigma)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("noise_chunk", noise_chunk)
+        if device is None:
+            device = next(base_classifier.parameters(), torch.empty(0)).device
+        self.device = torch.device(device)
+        self.base_classifier = base_classifier.eval()
+        self.num_classes = num_classes
+        self.sigma = float(sigma)
+        self.batch_size = batch_size
+        self.noise_chunk = noise_chunk
+
+    def generator(self, seed: int, idx: int) -> torch.Generator:
+        """The per-image generator on this classifier's device."""
+        return image_generator(seed, idx, self.device)
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator) -> Certificate:
+        """CERTIFY: n0 samples choose the class, n fresh samples lower-bound its probability.
+
+        Returns the class and the L2 radius within which g is constant with probability
+        >= 1 - alpha over the noise, or ABSTAIN with radius 0.0.
+        """
+        check_sampling(n0=n0, n=n, alpha=alpha)
+        x = self._prepare(x, generator)
+        stream = NoiseStream(tuple(x.shape), generator, self.noise_chunk)
+        counts0 = self.sample_counts(x, n0, stream)
+        stream = NoiseStream(tuple(x.shape), generator, self.noise_chunk)  # fresh, chunk-aligned
+        counts = self.sample_counts(x, n, stream)
+        c_hat = counts0.argmax()  # stays on the device: the only host sync is below
+        c_hat, n_a = torch.stack([c_hat, counts[c_hat]]).tolist()
+        certified, p_a_lower, radius = certify_from_counts(n_a, n, alpha, self.sigma)
+        if not certified:
+            return Certificate(ABSTAIN, 0.0, n_a, p_a_lower)
+        return Certificate(int(c_hat), float(radius), n_a, p_a_lower)
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> int:
+        """PREDICT: the top class of n noisy samples, or ABSTAIN when a two-sided binomial test
+        cannot tell it from the runner-up at level alpha."""
+        check_sampling(n0=1, n=n, alpha=alpha)
+        x = self._prepare(x, generator)
+        counts = self.sample_counts(x, n, NoiseStream(tuple(x.shape), generator,
+                                                      self.noise_chunk))
+        top2 = torch.topk(counts, k=min(2, self.num_classes))
+        values, classes = top2.values.tolist(), top2.indices.tolist()
+        n_b = values[1] if len(values) > 1 else 0
+        if predict_pvalue(values[0], n_b) > alpha:
+            return ABSTAIN
+        return int(classes[0])
+
+    def sample_counts(self, x: torch.Tensor, num: int, stream: NoiseStream) -> torch.Tensor:
+        """Class counts (a long tensor on the device) of f over ``num`` noisy copies of x."""
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            remaining = num
+            while remaining > 0:
+                size = min(self.batch_size, remaining)
+                batch = stream.take(size).mul_(self.sigma).add_(x)
+                predictions = self.base_classifier(batch).argmax(dim=1)
+                counts += torch.bincount(predictions, minlength=self.num_classes)
+                remaining -= size
+        return counts
+
+    def _prepare(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if generator.device.type != self.device.type:
+            raise ValueError(f"generator is on {generator.device} but the classifier runs on "
+                             f"{self.device}; make it with Smooth.generator()")
+        if x.dim() != 3:
+            raise ValueError(f"expected one image [C,H,W], got shape {list(x.shape)}")
+        return x.to(self.device, torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks shared with the dataset driver
+# ---------------------------------------------------------------------------------------------
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_positive_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_sampling(*, n0: int, n: int, alpha: float) -> None:
+    """Raise ValueError for n0 < 1, n < n0 or alpha outside (0, 1)."""
+    check_positive_int("n0", n0)
+    check_positive_int("n", n)
+    if n < n0:
+        raise ValueError(f"n must be >= n0, got n={n}, n0={n0}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")

@@ -1,0 +1,71 @@
+"""Where every artifact of a run lives, in one place for the workflow and the CLI.
+
+    <results>/<name>/pretrain/<model>/<pretraining>/{last,best}.{safetensors,json}
+    <results>/<name>/finetune/<model>/<method>/sigma_<s>/{best,last}.{safetensors,json}
+    <results>/<name>/certify/<model>/<method>/sigma_<s>.tsv   (shards in sigma_<s>/)
+    <results>/<name>/tables/*.{csv,md,tex}, figures/*.{png,pdf}, logs/, benchmarks/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dmae.config import sigma_key
+
+TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison")
+TABLE_FORMATS = ("csv", "md", "tex")
+FIGURES = ("certified_accuracy", "best_over_sigma")
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def results_dir(cfg: dict) -> Path:
+    return Path(cfg["paths"]["results"]) / cfg["name"]
+
+
+def prepared_dir(cfg: dict) -> Path:
+    return Path(cfg["paths"]["data"]) / "prepared" / cfg["dataset"]["name"]
+
+
+def pretrain_dir(cfg: dict, model: str, pretraining: str) -> Path:
+    return results_dir(cfg) / "pretrain" / model / pretraining
+
+
+def finetune_dir(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
+    return results_dir(cfg) / "finetune" / model / method / f"sigma_{sigma_key(sigma)}"
+
+
+def certify_tsv(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
+    return results_dir(cfg) / "certify" / model / method / f"sigma_{sigma_key(sigma)}.tsv"
+
+
+def certify_shard_tsv(cfg: dict, model: str, method: str, sigma: float | str, shard: int) -> Path:
+    shards = cfg["certify"].get("shards", 1)
+    folder = certify_tsv(cfg, model, method, sigma).with_suffix("")
+    return folder / f"shard_{shard}-of-{shards}.tsv"
+
+
+def runs(cfg: dict) -> list[tuple[str, str, str]]:
+    """Every (model, method, sigma) the config fine-tunes and certifies."""
+    return [(model, method, sigma_key(sigma))
+            for model in cfg["models"] for method in cfg["methods"] for sigma in cfg["sigmas"]]
+
+
+def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
+    """(model, pretraining) pairs that some method fine-tunes from."""
+    names = sorted({spec["pretraining"] for spec in cfg["methods"].values()
+                    if spec["pretraining"] is not None})
+    return [(model, name) for model in cfg["models"] for name in names]
+
+
+def table_paths(cfg: dict) -> list[Path]:
+    return [results_dir(cfg) / "tables" / f"{name}.{ext}"
+            for name in TABLES for ext in TABLE_FORMATS]
+
+
+def figure_paths(cfg: dict) -> list[Path]:
+    return [results_dir(cfg) / "figures" / f"{name}.{ext}"
+            for name in FIGURES for ext in FIGURE_FORMATS]
+
+
+def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:
+    return results_dir(cfg) / "figures" / f"reconstructions_{model}_{pretraining}.png"

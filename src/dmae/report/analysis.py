@@ -1,0 +1,115 @@
+"""Certified accuracy, average certified radius and the best-over-sigma envelope.
+
+A certification table has one row per test image with at least ``correct`` (1 when the smoothed
+prediction is the label, hence never for ABSTAIN) and ``radius`` (0.0 for ABSTAIN).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dmae.certify.run import read_certification
+
+
+@dataclass(frozen=True)
+class Run:
+    """One certification run: a (dataset, method, sigma) and the TSV it writes.
+
+    ``method`` is the id runs are grouped by; ``label`` is its display name (default: the
+    id) and ``paper`` its method name in reference_results.csv (None: the paper has none).
+    """
+
+    dataset: str
+    method: str
+    sigma: float
+    tsv: Path
+    label: str | None = None
+    paper: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.tsv.is_file()
+
+    @property
+    def display(self) -> str:
+        return self.label or self.method
+
+
+def as_runs(records: Sequence) -> list[Run]:
+    """Runs from ``Run`` objects, ``(dataset, method, sigma, tsv_path)`` tuples or dicts."""
+    runs = []
+    for record in records:
+        if isinstance(record, Run):
+            runs.append(record)
+        elif isinstance(record, Mapping):
+            runs.append(Run(str(record["dataset"]), str(record["method"]),
+                            float(record["sigma"]), Path(record["tsv_path"]),
+                            record.get("label"), record.get("paper")))
+        else:
+            dataset, method, sigma, tsv = record
+            runs.append(Run(str(dataset), str(method), float(sigma), Path(tsv)))
+    return runs
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """A finished certification TSV (see ``dmae.certify.run``)."""
+    return read_certification(path)
+
+
+def _check(df: pd.DataFrame) -> None:
+    missing = [c for c in ("correct", "radius") if c not in df.columns]
+    if missing:
+        raise ValueError(f"certification table lacks columns {missing}")
+    if len(df) == 0:
+        raise ValueError("certification table has no rows")
+
+
+def certified_accuracy(df: pd.DataFrame, radii: Sequence[float]) -> pd.Series:
+    """Fraction of images with ``correct == 1`` and ``radius >= r``, for each r in ``radii``.
+
+    At r = 0 this is the smoothed classifier's clean accuracy (abstentions count as wrong).
+    """
+    _check(df)
+    correct = df["correct"].to_numpy() == 1
+    radius = df["radius"].to_numpy(dtype=np.float64)
+    values = [float(np.mean(correct & (radius >= r))) for r in radii]
+    return pd.Series(values, index=pd.Index([float(r) for r in radii], name="radius"),
+                     name="certified_accuracy")
+
+
+def average_certified_radius(df: pd.DataFrame) -> float:
+    """ACR: mean over images of radius * correct (0 for wrong or abstained images)."""
+    _check(df)
+    return float(np.mean(df["radius"].to_numpy(dtype=np.float64) * (df["correct"] == 1)))
+
+
+def counts(df: pd.DataFrame) -> dict[str, int]:
+    """Number of images, correct (= certified at radius 0) and abstained predictions."""
+    _check(df)
+    abstained = int((df["predict"] == -1).sum()) if "predict" in df.columns else 0
+    return {"images": len(df), "correct": int((df["correct"] == 1).sum()),
+            "abstained": abstained}
+
+
+def best_over_sigma(curves: pd.DataFrame) -> pd.Series:
+    """Envelope of certified-accuracy curves: rows are sigmas, columns radii; max per radius."""
+    if curves.empty:
+        raise ValueError("no curves to take the best over")
+    return curves.max(axis=0)
+
+
+def accuracy_by_sigma(runs: Sequence[Run], radii: Sequence[float]) -> pd.DataFrame:
+    """Certified accuracy curves of finished runs: one row per sigma, one column per radius."""
+    sigmas = [run.sigma for run in runs]
+    if len(set(sigmas)) != len(sigmas):
+        raise ValueError(f"several runs share a sigma: {sorted(sigmas)}")
+    rows = {run.sigma: certified_accuracy(load(run.tsv), radii) for run in runs if run.done}
+    if not rows:
+        return pd.DataFrame(columns=[float(r) for r in radii], dtype=float)
+    return pd.DataFrame(rows).T.sort_index()

@@ -1,0 +1,143 @@
+"""Figures: certified accuracy against radius, and the denoising/reconstruction illustration.
+
+Every figure is written to each path given (format from the suffix: .png, .pdf, .svg)
+atomically. Figures are built with the object API on the Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from dmae.io import atomic_path  # noqa: E402
+from dmae.report.analysis import (  # noqa: E402
+    Run,
+    as_runs,
+    certified_accuracy,
+    load,
+)
+
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def save_figure(fig: Figure, paths: PathOrPaths, dpi: int = 150) -> None:
+    """Save ``fig`` to every path (format from its suffix), each written atomically."""
+    for path in [paths] if isinstance(paths, str | os.PathLike) else paths:
+        path = Path(path)
+        fmt = path.suffix.lstrip(".").lower()
+        if not fmt:
+            raise ValueError(f"{path}: give a suffix (.png, .pdf) to choose the format")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+
+
+def _done_runs(runs: Sequence, dataset: str) -> list[Run]:
+    done = [run for run in as_runs(runs) if run.dataset == dataset and run.done]
+    if not done:
+        raise ValueError(f"no finished runs for dataset {dataset!r} to plot")
+    return done
+
+
+def _grid(tables: Sequence, max_radius: float | None, points: int) -> np.ndarray:
+    if max_radius is None:
+        largest = max(float(df["radius"].max()) for df in tables)
+        max_radius = 1.05 * largest if largest > 0 else 1.0
+    return np.linspace(0.0, max_radius, points)
+
+
+def _colors(methods: Sequence[str]) -> dict[str, str]:
+    """One fixed color per method, so a method looks the same in every panel and figure."""
+    return {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
+
+
+def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
+                            max_radius: float | None = None, points: int = 400) -> None:
+    """One panel per sigma, one certified-accuracy-vs-radius curve per method."""
+    done = _done_runs(runs, dataset)
+    tables = {run: load(run.tsv) for run in done}
+    grid = _grid(list(tables.values()), max_radius, points)
+    colors = _colors([run.method for run in done])
+    sigmas = sorted({run.sigma for run in done})
+    fig = Figure(figsize=(4.2 * len(sigmas), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(sigmas), sharey=True, squeeze=False)[0]
+    handles = {}
+    for ax, sigma in zip(axes, sigmas, strict=True):
+        for run in (r for r in done if r.sigma == sigma):
+            acc = certified_accuracy(tables[run], grid)
+            (handles[run.method],) = ax.plot(grid, acc.to_numpy(), color=colors[run.method],
+                                             label=run.display)
+        _style(ax, f"{dataset}, σ = {sigma:g}")
+    axes[0].set_ylabel("certified accuracy")
+    fig.legend(handles=[handles[m] for m in colors if m in handles], loc="outside right upper",
+               fontsize="small")
+    save_figure(fig, paths)
+
+
+def plot_best_over_sigma(runs: Sequence, dataset: str, paths: PathOrPaths, *,
+                         max_radius: float | None = None, points: int = 400) -> None:
+    """One curve per method: at each radius the best certified accuracy over its sigmas."""
+    done = _done_runs(runs, dataset)
+    tables = {run: load(run.tsv) for run in done}
+    grid = _grid(list(tables.values()), max_radius, points)
+    colors = _colors([run.method for run in done])
+    fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for method, color in colors.items():
+        runs_of = [r for r in done if r.method == method]
+        curves = [certified_accuracy(tables[r], grid).to_numpy() for r in runs_of]
+        ax.plot(grid, np.max(curves, axis=0), color=color, label=runs_of[0].display)
+    _style(ax, f"{dataset}, best over σ")
+    ax.set_ylabel("certified accuracy")
+    ax.legend(loc="upper right", fontsize="small")
+    save_figure(fig, paths)
+
+
+def _style(ax, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("L2 radius")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+
+
+def _images(x, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must be [N,C,H,W] with C in (1, 3), got {list(x.shape)}")
+    return x
+
+
+def reconstruction_grid(clean, corrupted, recon, path: PathOrPaths, *,
+                        row_titles: Sequence[str] = ("clean", "noisy + masked",
+                                                     "reconstruction")) -> None:
+    """Rows: clean images, the noisy+masked encoder input, the reconstruction; one column per
+    image. Inputs are float arrays or tensors [N,C,H,W] in [0,1] (clipped for display)."""
+    rows = [_images(a, n) for a, n in ((clean, "clean"), (corrupted, "corrupted"),
+                                       (recon, "recon"))]
+    if len({a.shape for a in rows}) != 1:
+        raise ValueError(f"shapes differ: {[list(a.shape) for a in rows]}")
+    count = rows[0].shape[0]
+    fig = Figure(figsize=(1.6 * count, 1.7 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), count, squeeze=False)
+    for i, (images, title) in enumerate(zip(rows, row_titles, strict=True)):
+        for j in range(count):
+            ax = axes[i][j]
+            image = np.clip(images[j].transpose(1, 2, 0), 0.0, 1.0)
+            if image.shape[2] == 1:
+                ax.imshow(image[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0,
+                          interpolation="nearest")
+            else:
+                ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i][0].set_ylabel(title)
+    save_figure(fig, path)

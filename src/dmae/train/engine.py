@@ -1,0 +1,466 @@
+"""The training engine shared by DMAE pretraining, fine-tuning and linear probing.
+
+One call of ``train`` runs (or resumes) a whole run in ``out_dir``::
+
+    out_dir/best.{safetensors,json}   best validation checkpoint (dmae.checkpoint layout)
+    out_dir/last.{safetensors,json}   latest epoch's weights
+    out_dir/resume.pt                 optimizer/scaler/RNG/progress, torch.load(weights_only=True)
+    out_dir/metrics.csv               one row per epoch
+
+Under ``torchrun`` every rank calls ``train`` with the same arguments; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from dmae.checkpoint import load_into, save_checkpoint
+from dmae.models.common import add_gaussian_noise
+from dmae.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    setup_distributed,
+)
+from dmae.train.evaluate import classifier_sums, pretrain_loss_sums
+from dmae.train.hparams import TrainHParams
+from dmae.train.losses import classification_loss, consistency_loss
+from dmae.train.optim import build_optimizer, effective_batch, lr_at, peak_lr, set_lr
+from dmae.train.state import (
+    capture_rng,
+    load_resume,
+    restore_rng,
+    save_resume,
+    seed_everything,
+    truncate_metrics,
+    write_metrics_row,
+)
+
+log = logging.getLogger(__name__)
+
+# Keys the engine writes into checkpoint metadata; a caller's ``meta`` may not override them.
+_RESERVED_META = frozenset({"task", "hparams", "epoch", "step", "metrics", "metrics_epoch",
+                            "selection", "world_size", "effective_batch", "peak_lr", "kind",
+                            "dmae_version"})
+_EVAL_SEED_OFFSET = 1_000_003  # evaluation noise/masks come from their own seeded stream
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, hp: TrainHParams,
+          out_dir: Path, *, meta: dict | None = None, device: str | torch.device | None = None,
+          stop_after_epoch: int | None = None, resume: bool = True,
+          progress: bool = True) -> dict:
+    """Train ``model`` for ``hp.task`` and return the final and best validation metrics.
+
+    Resumes from ``out_dir/resume.pt`` when it exists (``resume=False`` refuses to touch an
+    existing run instead). ``stop_after_epoch`` ends the call after that many completed epochs
+    (as a kill would; the run stays resumable). ``meta`` (e.g. the data manifest hash) is
+    copied into every checkpoint's JSON. Returns ``{"epoch", "step", "final", "final_epoch",
+    "best", "train_loss", "out_dir"}``; ``best`` is ``{"epoch", "metric", "value",
+    "metrics"}``.
+    """
+    meta = dict(meta or {})
+    clash = sorted(_RESERVED_META & set(meta))
+    if clash:
+        raise ValueError(f"meta: keys {clash} are written by the engine; expected other names")
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ValueError(f"stop_after_epoch: expected an integer >= 1, got {stop_after_epoch}")
+    ctx = setup_distributed(device)
+    try:
+        run = _Run(model, train_set, val_set, hp, Path(out_dir), meta, ctx, progress)
+        return run.run(stop_after_epoch=stop_after_epoch, resume=resume)
+    finally:
+        ctx.close()
+
+
+def _amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
+    if hp.amp == "off" or (hp.amp == "auto" and device.type != "cuda"):
+        return None
+    if hp.amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"amp: 'fp16' needs a CUDA device, got {device}; expected "
+                             "'auto', 'bf16' or 'off'")
+        return torch.float16
+    if hp.amp == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _use_compile(hp: TrainHParams, device: torch.device) -> bool:
+    return hp.compile is True or (hp.compile == "auto" and device.type == "cuda")
+
+
+def _num_classes(model: torch.nn.Module) -> int:
+    n = getattr(model, "num_classes", None)
+    if n is None and isinstance(getattr(model, "head", None), torch.nn.Linear):
+        n = model.head.out_features
+    if not isinstance(n, int):
+        raise ValueError("mixup/cutmix: need the number of classes; expected the model to "
+                         "have an int attribute num_classes or a Linear head")
+    return n
+
+
+def _derived_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (e.g. seed, epoch, rank)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _images(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+class _Run:
+    """State of one training run on one rank (built by ``train``)."""
+
+    def __init__(self, model: torch.nn.Module, train_set: Dataset, val_set: Dataset,
+                 hp: TrainHParams, out_dir: Path, meta: dict, ctx: DistContext,
+                 progress: bool) -> None:
+        self.hp, self.out_dir, self.meta, self.ctx = hp, out_dir, meta, ctx
+        self.progress = progress and ctx.is_main
+        self.device = ctx.device
+        self.raw = model.to(self.device)
+        self.amp_dtype = _amp_dtype(hp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+
+        self.optimizer = build_optimizer(self.raw, hp)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.net: torch.nn.Module = self.raw
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.raw, device_ids=ids)
+        self.eval_net: torch.nn.Module = self.raw
+        if _use_compile(hp, self.device):
+            self.net, self.eval_net = torch.compile(self.net), torch.compile(self.raw)
+
+        self.mixup = None
+        if hp.task != "pretrain" and (hp.mixup > 0 or hp.cutmix > 0):
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob,
+                               switch_prob=hp.mixup_switch_prob, mode=hp.mixup_mode,
+                               label_smoothing=hp.label_smoothing,
+                               num_classes=_num_classes(self.raw))
+
+        self._build_loaders(train_set, val_set)
+        self.peak_lr = peak_lr(hp, ctx.world_size)
+        self.total_steps = hp.epochs * self.steps_per_epoch
+        self.warmup_steps = round(hp.warmup_epochs * self.steps_per_epoch)
+        self.selection, self.mode = (("val_loss", "min") if hp.task == "pretrain" else
+                                     ("val_smoothed_acc" if hp.eval_noise_samples > 0 else
+                                      "val_acc", "max"))
+
+        # progress (restored from resume.pt)
+        self.epoch = 0
+        self.step = 0
+        self.best: dict[str, Any] = {"epoch": None, "metric": self.selection, "value": None,
+                                     "metrics": {}}
+        self.final: dict[str, float] = {}  # latest validation metrics ...
+        self.final_epoch: int | None = None  # ... and the epoch they belong to
+        self.train_loss: float | None = None
+        self.last_saved: int | None = None  # epoch of the latest resumable checkpoint
+        self.lr = 0.0
+        self.t_start = time.perf_counter()
+        self.wall_before = 0.0  # wall time spent by earlier (resumed) calls
+
+    # ---------------------------------------------------------------------------- setup
+
+    def _build_loaders(self, train_set: Dataset, val_set: Dataset) -> None:
+        hp, ctx = self.hp, self.ctx
+        if len(val_set) == 0:
+            raise ValueError("val_set: empty; expected held-out validation images")
+        # DistributedSampler also serves a single process: its order is a permutation drawn
+        # from a generator seeded with seed + epoch, so a resumed run sees the same batches.
+        self.sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                          shuffle=True, seed=hp.seed, drop_last=False)
+        pin = self.device.type == "cuda"
+        # Worker seeds (augmentation) come from this generator, reseeded from (seed, epoch,
+        # rank) every epoch; workers are not persistent because they would keep their seeds.
+        self.loader_rng = torch.Generator()
+        self.train_loader = DataLoader(train_set, batch_size=hp.batch_size, sampler=self.sampler,
+                                       num_workers=hp.num_workers, pin_memory=pin,
+                                       drop_last=True, generator=self.loader_rng)
+        self.steps_per_epoch = len(self.train_loader) // hp.accum_iter
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size: {len(self.sampler)} training images per device do not fill "
+                f"accum_iter={hp.accum_iter} batches of batch_size={hp.batch_size}; expected a "
+                f"smaller batch_size/accum_iter")
+        # Validation is sharded without padding (no image counted twice); sums are reduced.
+        shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
+        self.val_loader = DataLoader(shard, batch_size=hp.eval_batch_size or hp.batch_size,
+                                     shuffle=False, num_workers=hp.num_workers, pin_memory=pin)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype,
+                              enabled=self.amp_dtype is not None)
+
+    # ---------------------------------------------------------------------------- resume
+
+    @property
+    def resume_path(self) -> Path:
+        return self.out_dir / "resume.pt"
+
+    def _load_resume(self) -> None:
+        state = load_resume(self.resume_path)
+        changed = sorted(k for k, v in self.hp.to_dict().items() if state["hparams"].get(k) != v)
+        if changed:
+            log.warning("resuming %s with changed hyperparameters: %s", self.out_dir,
+                        ", ".join(changed))
+        load_into(self.raw, state["model"], source=str(self.resume_path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world_size:
+            restore_rng(rngs[self.ctx.rank])
+        else:  # another world size cannot replay the same streams; stay deterministic anyway
+            log.warning("resume.pt was written by %d processes, now %d: RNG streams reseeded",
+                        len(rngs), self.ctx.world_size)
+            seed_everything(self.hp.seed + 7919 * state["epoch"] + self.ctx.rank)
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best, self.final = state["best"], state["final"]
+        self.final_epoch = state["final_epoch"]
+        self.train_loss, self.lr = state["train_loss"], state["lr"]
+        self.wall_before = state["wall_time_s"]
+        self.last_saved = self.epoch
+        if self.ctx.is_main:
+            truncate_metrics(self.out_dir / "metrics.csv", self.epoch)
+            log.info("resumed %s at epoch %d, step %d", self.out_dir, self.epoch, self.step)
+
+    def _resume_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "hparams": self.hp.to_dict(),
+            "model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "best": self.best, "final": self.final,
+            "final_epoch": self.final_epoch, "train_loss": self.train_loss, "lr": self.lr,
+            "wall_time_s": self._wall(),
+        }
+
+    def _wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    # ---------------------------------------------------------------------------- main loop
+
+    def run(self, *, stop_after_epoch: int | None, resume: bool) -> dict:
+        exists = broadcast_object(self.resume_path.is_file(), self.ctx)
+        if exists and not resume:
+            raise FileExistsError(f"{self.resume_path}: a run exists; pass resume=True to "
+                                  "continue it or use another out_dir")
+        if exists:
+            self._load_resume()
+        else:
+            seed_everything(self.hp.seed + self.ctx.rank)
+        if self.ctx.is_main:
+            log.info("%s: %d epochs x %d steps, effective batch %d, peak lr %.3g, device %s, "
+                     "world size %d, amp %s", self.hp.task, self.hp.epochs, self.steps_per_epoch,
+                     effective_batch(self.hp, self.ctx.world_size), self.peak_lr, self.device,
+                     self.ctx.world_size, self.amp_dtype)
+
+        while self.epoch < self.hp.epochs and not self._step_cap_reached():
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                break
+            self._run_epoch()
+        return self._summary()
+
+    def _step_cap_reached(self) -> bool:
+        return self.hp.max_steps is not None and self.step >= self.hp.max_steps
+
+    def _run_epoch(self) -> None:
+        hp = self.hp
+        self.sampler.set_epoch(self.epoch)
+        self.loader_rng.manual_seed(_derived_seed(hp.seed, self.epoch, self.ctx.rank))
+        t0 = time.perf_counter()
+        train_loss, images = self._train_one_epoch()
+        train_time = time.perf_counter() - t0
+        self.epoch += 1
+        self.train_loss = train_loss
+        last = self.epoch == hp.epochs or self._step_cap_reached()
+        metrics: dict[str, float] = {}
+        if last or self.epoch % hp.eval_every == 0:
+            metrics = self._evaluate()
+            self.final, self.final_epoch = metrics, self.epoch
+        row = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_loss": train_loss,
+               "images_per_s": images / max(train_time, 1e-9),
+               "epoch_time_s": time.perf_counter() - t0, "wall_time_s": self._wall(), **metrics}
+        improved = self._update_best(metrics)
+        save = last or self.epoch % hp.save_every == 0
+        rngs = gather_objects(capture_rng(), self.ctx) if save else None
+        if self.ctx.is_main:
+            self._write_epoch_outputs(row, metrics, improved, save, rngs)
+        self.ctx.barrier()
+        if save:
+            self.last_saved = self.epoch
+        if self.ctx.is_main:
+            log.info("epoch %d/%d step %d lr %.3g train_loss %.4f %s %.1f img/s", self.epoch,
+                     hp.epochs, self.step, self.lr, train_loss,
+                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), row["images_per_s"])
+
+    def _update_best(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.selection)
+        if value is None or not math.isfinite(value):
+            return False
+        best = self.best["value"]
+        better = best is None or (value < best if self.mode == "min" else value > best)
+        if better:
+            self.best = {"epoch": self.epoch, "metric": self.selection, "value": value,
+                         "metrics": dict(metrics)}
+        return better
+
+    def _write_epoch_outputs(self, row: dict, metrics: dict, improved: bool, save: bool,
+                             rngs: list | None) -> None:
+        # Order matters for kills: metrics row, best, last, then resume.pt, which commits the
+        # epoch (a resumed run truncates metrics rows past the epoch in resume.pt).
+        write_metrics_row(self.out_dir / "metrics.csv", row)
+        state = self.raw.state_dict()
+        if improved:
+            save_checkpoint(self.out_dir / "best", state, self._checkpoint_meta("best", metrics))
+        if save:
+            save_checkpoint(self.out_dir / "last", state,
+                            self._checkpoint_meta("last", self.final))
+            save_resume(self.resume_path, {**self._resume_state(), "rng": rngs})
+
+    def _checkpoint_meta(self, kind: str, metrics: dict) -> dict:
+        return {
+            **self.meta, "kind": kind, "task": self.hp.task, "hparams": self.hp.to_dict(),
+            "epoch": self.epoch, "step": self.step, "metrics": metrics,
+            "metrics_epoch": self.epoch if kind == "best" else self.final_epoch,
+            "selection": {"metric": self.selection, "mode": self.mode,
+                          "best_epoch": self.best["epoch"], "best_value": self.best["value"]},
+            "world_size": self.ctx.world_size,
+            "effective_batch": effective_batch(self.hp, self.ctx.world_size),
+            "peak_lr": self.peak_lr,
+        }
+
+    def _summary(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "final": dict(self.final),
+                "final_epoch": self.final_epoch,
+                "best": dict(self.best), "train_loss": self.train_loss,
+                "out_dir": str(self.out_dir)}
+
+    # ---------------------------------------------------------------------------- training
+
+    def _train_one_epoch(self) -> tuple[float, int]:
+        """One pass over this epoch's batches; returns (mean train loss, images seen)."""
+        hp, ctx = self.hp, self.ctx
+        self.net.train()
+        n_micro = self.steps_per_epoch * hp.accum_iter
+        batches = itertools.islice(self.train_loader, n_micro)
+        bar = tqdm(batches, total=n_micro, disable=not self.progress, leave=False,
+                   desc=f"{hp.task} {self.epoch + 1}/{hp.epochs}", dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep log files short
+        loss_sum, n_losses, images = 0.0, 0, 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(bar):
+            boundary = (i + 1) % hp.accum_iter == 0
+            # DDP all-reduces gradients only on the micro-batch that ends an accumulation
+            sync = (contextlib.nullcontext() if boundary or not ctx.distributed
+                    else self.net.no_sync())
+            with sync:
+                loss = self._loss(batch)
+                value = self._checked_loss(loss, i)
+                self.scaler.scale(loss / hp.accum_iter).backward()
+            if boundary:
+                self._optimizer_step()
+            loss_sum, n_losses = loss_sum + value, n_losses + 1
+            images += len(_images(batch)) * ctx.world_size
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.lr:.2e}",
+                            img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+            if boundary and self._step_cap_reached():
+                break
+        bar.close()
+        return loss_sum / max(n_losses, 1), images
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        hp = self.hp
+        if hp.task == "pretrain":
+            imgs = _images(batch).to(self.device, non_blocking=True)
+            with self._autocast():
+                return self.net(imgs)[0].float()
+        imgs, labels = (t.to(self.device, non_blocking=True) for t in batch[:2])
+        copies = hp.consistency.m if hp.consistency.enabled else 1
+        x = imgs.repeat(copies, 1, 1, 1) if copies > 1 else imgs
+        # noise on [0,1] pixels before the model normalizes, then mixup (paper order)
+        x = add_gaussian_noise(x, hp.sigma)
+        targets, smoothing = labels, hp.label_smoothing
+        if self.mixup is not None:
+            # copies are stacked [c1; c2; ...]: batch-mode mixing pairs element j with the
+            # flipped element, so all copies of one image get the same partner image and lambda
+            x, soft = self.mixup(x, labels.repeat(copies))
+            targets, smoothing = soft[: len(imgs)], 0.0  # Mixup already smoothed the targets
+        with self._autocast():
+            logits = self.net(x)
+        if copies == 1:
+            return classification_loss(logits, targets, smoothing)
+        c = hp.consistency
+        return consistency_loss(logits.chunk(copies), targets, c.lam, c.eta, smoothing)
+
+    def _checked_loss(self, loss: torch.Tensor, micro: int) -> float:
+        """Mean loss over ranks as a float; a non-finite value on any rank stops every rank."""
+        value = all_reduce_sum(loss.detach().float().reshape(1), self.ctx)
+        value = float(value) / self.ctx.world_size
+        if not math.isfinite(value):
+            where = (f"{self.out_dir / 'last'} and {self.resume_path} (epoch {self.last_saved})"
+                     if self.last_saved is not None else "none (no epoch completed yet)")
+            raise TrainingDivergedError(
+                f"non-finite training loss ({value}) at step {self.step} (epoch "
+                f"{self.epoch + 1}, micro-batch {micro}); last good checkpoint: {where}")
+        return value
+
+    def _optimizer_step(self) -> None:
+        self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
+                        self.hp.min_lr)
+        set_lr(self.optimizer, self.lr)
+        if self.hp.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.hp.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    # ---------------------------------------------------------------------------- evaluation
+
+    def _evaluate(self) -> dict[str, float]:
+        """Validation metrics, reduced over ranks, from a fixed RNG stream.
+
+        Forking the RNG keeps evaluation from shifting the training noise stream, and reusing
+        one seed gives every evaluation the same noise and masks, so epochs compare fairly.
+        """
+        hp, net = self.hp, self.eval_net
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        net.eval()
+        try:
+            with torch.random.fork_rng(devices=cuda), self._autocast():
+                torch.manual_seed(hp.seed + _EVAL_SEED_OFFSET + self.ctx.rank)
+                if hp.task == "pretrain":
+                    sums = all_reduce_sum(pretrain_loss_sums(net, self.val_loader, self.device),
+                                          self.ctx)
+                    return {"val_loss": float(sums[0] / sums[1])}
+                sums = all_reduce_sum(classifier_sums(net, self.val_loader, hp.sigma,
+                                                      hp.eval_noise_samples, self.device),
+                                      self.ctx)
+        finally:
+            self.net.train()
+        n = float(sums[3])
+        metrics = {"val_loss": float(sums[0]) / n, "val_acc": float(sums[1]) / n}
+        if hp.eval_noise_samples > 0:
+            metrics["val_smoothed_acc"] = float(sums[2]) / n
+        return metrics

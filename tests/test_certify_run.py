@@ -1,0 +1,217 @@
+"""The dataset driver: TSV format, resume after a kill, shards, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dmae.certify import (
+    COLUMNS,
+    certify_dataset,
+    merge_shards,
+    meta_path,
+    partial_path,
+    read_certification,
+)
+from dmae.io import read_json
+
+NUM_CLASSES = 4
+SETTINGS = {"sigma": 0.25, "n0": 8, "n": 64, "alpha": 0.05, "seed": 3,
+            "num_classes": NUM_CLASSES}
+
+
+def tiny_net(in_channels: int = 3, num_classes: int = NUM_CLASSES) -> torch.nn.Module:
+    """Small conv net whose decisions depend on the noise, so runs give varied counts."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, num_classes))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+    return net
+
+
+class ToyImages:
+    """``dataset[i] -> (image in [0,1] as [C,H,W], label)``, like the project's datasets."""
+
+    def __init__(self, count: int = 12, channels: int = 3, size: int = 8):
+        g = torch.Generator().manual_seed(1)
+        self.images = torch.rand(count, channels, size, size, generator=g)
+        self.labels = torch.randint(0, NUM_CLASSES, (count,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+def run(out: Path, indices=range(12), *, dataset=None, model=None, clock=lambda: 0.0,
+        **overrides):
+    kwargs = dict(SETTINGS, batch_size=16, progress=False, config={"model": "tiny"})
+    kwargs.update(overrides)
+    return certify_dataset(model or tiny_net(), dataset or ToyImages(), list(indices),
+                           out_tsv=out, clock=clock, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted, unsharded run."""
+    out = tmp_path_factory.mktemp("ref") / "cert.tsv"
+    status = run(out)
+    assert status.complete and status.done == status.total == 12
+    return out
+
+
+def test_tsv_has_cohen_columns_and_full_precision(reference):
+    lines = reference.read_text().splitlines()
+    assert lines[0].split("\t") == list(COLUMNS)
+    df = read_certification(reference)
+    assert list(df["idx"]) == list(range(12))
+    assert set(df["predict"]) <= {-1, *range(NUM_CLASSES)}
+    assert (df["correct"] == (df["predict"] == df["label"]).astype(int)).all()
+    assert (df.loc[df["predict"] == -1, "radius"] == 0.0).all()
+    assert (df["n0"] == 8).all() and (df["n"] == 64).all()
+    # radius and pA_lower round-trip exactly (written with repr)
+    for line in lines[1:]:
+        fields = line.split("\t")
+        assert repr(float(fields[3])) == fields[3]
+        assert repr(float(fields[9])) == fields[9]
+    assert (df["radius"] > 0).any()
+    meta = read_json(meta_path(reference))
+    assert meta["settings"]["sigma"] == 0.25 and meta["settings"]["config"] == {"model": "tiny"}
+    assert "batch_size" not in meta["settings"] and meta["info"]["batch_size"] == 16
+    assert not partial_path(reference).exists()
+
+
+def test_batch_size_does_not_change_the_result(tmp_path, reference):
+    out = tmp_path / "cert.tsv"
+    run(out, batch_size=5)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_interrupted_run_resumes_to_the_same_tsv(tmp_path, reference):
+    out = tmp_path / "cert.tsv"
+    status = run(out, max_images=5)
+    assert not status.complete and status.done == 5
+    assert not out.exists(), "a stopped run must not look complete"
+    partial = partial_path(out)
+    data = partial.read_bytes()
+    partial.write_bytes(data[:-7])  # a kill in the middle of writing the 5th row
+    status = run(out)
+    assert status.complete
+    assert out.read_bytes() == reference.read_bytes()
+    assert not partial.exists() and not meta_path(partial).exists()
+    assert read_json(meta_path(out))["settings"] == read_json(meta_path(reference))["settings"]
+
+
+def test_rerunning_a_complete_run_changes_nothing(reference):
+    before = reference.read_bytes()
+    status = run(reference)
+    assert status.complete and reference.read_bytes() == before
+
+
+def test_resume_with_another_sigma_is_an_error(tmp_path):
+    out = tmp_path / "cert.tsv"
+    run(out, max_images=2)
+    with pytest.raises(ValueError, match="sigma: 0.25 in the file, 0.5 now"):
+        run(out, sigma=0.5)
+    with pytest.raises(ValueError, match="config.model"):
+        run(out, config={"model": "other"})
+
+
+def test_complete_run_with_other_settings_is_an_error(reference):
+    with pytest.raises(ValueError, match="seed"):
+        run(reference, seed=4)
+
+
+def test_merged_shards_equal_the_unsharded_run(tmp_path, reference):
+    shards = [tmp_path / f"shard{i}.tsv" for i in range(3)]
+    for i, path in enumerate(shards):
+        status = run(path, shard=(i, 3))
+        assert status.complete and status.total == 4
+        assert len(read_certification(path)) == 4
+    merged = merge_shards(shards[::-1], tmp_path / "merged.tsv", range(12))
+    assert merged.read_bytes() == reference.read_bytes()
+    assert read_json(meta_path(merged))["settings"] == read_json(meta_path(reference))["settings"]
+
+    with pytest.raises(ValueError, match="overlaps"):
+        merge_shards([shards[0], shards[0], shards[1], shards[2]], tmp_path / "m2.tsv", range(12))
+    with pytest.raises(ValueError, match="do not cover"):
+        merge_shards(shards[:2], tmp_path / "m3.tsv", range(12))
+    with pytest.raises(ValueError, match="different index list"):
+        merge_shards(shards, tmp_path / "m4.tsv", range(13))
+    assert not (tmp_path / "m2.tsv").exists()
+
+
+def test_merge_refuses_incomplete_or_mismatched_shards(tmp_path):
+    done = tmp_path / "a.tsv"
+    run(done, shard=(0, 2))
+    unfinished = tmp_path / "b.tsv"
+    run(unfinished, shard=(1, 2), max_images=1)
+    with pytest.raises(ValueError, match="incomplete"):
+        merge_shards([done, unfinished], tmp_path / "m.tsv", range(12))
+    other = tmp_path / "c.tsv"
+    run(other, shard=(1, 2), seed=9)
+    with pytest.raises(ValueError, match="seed"):
+        merge_shards([done, other], tmp_path / "m.tsv", range(12))
+
+
+def test_time_column_is_measured(tmp_path):
+    ticks = iter(range(1000))
+    out = tmp_path / "cert.tsv"
+    run(out, indices=range(3), clock=lambda: float(next(ticks)))
+    assert list(pd.read_csv(out, sep="\t")["time"]) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"n0": 0}, "n0"),
+    ({"n": 4}, "n must be >= n0"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"alpha": 1.5}, "alpha"),
+    ({"sigma": 0.0}, "sigma"),
+    ({"sigma": -1.0}, "sigma"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"shard": (3, 3)}, "shard"),
+    ({"indices": [0, 0]}, "duplicates"),
+    ({"indices": [12]}, "out of range"),
+])
+def test_bad_settings_are_rejected(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(tmp_path / "x.tsv", **overrides)
+    assert not partial_path(tmp_path / "x.tsv").exists()
+
+
+def test_model_that_does_not_fit_the_data_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"output \[1, 10\].*logits \[1, 4\]"):
+        run(tmp_path / "x.tsv", model=tiny_net(num_classes=10))
+    with pytest.raises(ValueError, match=r"input of shape \[1, 1, 8, 8\]"):
+        run(tmp_path / "x.tsv", dataset=ToyImages(channels=1))
+    images = ToyImages()
+    images.images = images.images * 255  # not in [0,1]
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        run(tmp_path / "x.tsv", dataset=images)
+
+
+def test_partial_without_meta_is_not_trusted(tmp_path):
+    out = tmp_path / "cert.tsv"
+    run(out, max_images=2)
+    meta_path(partial_path(out)).unlink()
+    with pytest.raises(ValueError, match="missing: cannot tell which settings"):
+        run(out)
+
+
+def test_tsv_without_meta_is_not_trusted(tmp_path, reference):
+    out = tmp_path / "cert.tsv"
+    out.write_bytes(reference.read_bytes())
+    with pytest.raises(ValueError, match="missing"):
+        run(out)
+
+
+def test_meta_is_plain_json(reference):
+    meta = json.loads(meta_path(reference).read_text())
+    assert set(meta) == {"settings", "info", "rows"} and meta["rows"] == 12

@@ -1,0 +1,187 @@
+"""CERTIFY / PREDICT statistics against classifiers whose smoothed probabilities are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom, norm
+
+from dmae.certify import (
+    ABSTAIN,
+    NoiseStream,
+    Smooth,
+    certify_from_counts,
+    image_generator,
+    image_seed,
+    lower_confidence_bound,
+)
+
+
+class Threshold(torch.nn.Module):
+    """Class 0 when the (single) pixel value is below t, else class 1.
+
+    With Gaussian noise of std sigma around pixel x, P(class 0) = Phi((t - x) / sigma) exactly,
+    and the smoothed classifier's true robust radius is sigma * Phi^-1(pA) = |t - x|.
+    """
+
+    def __init__(self, t: float = 0.5):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1)[:, 0]
+        return torch.stack([self.t - z, z - self.t], dim=1)
+
+
+class Constant(torch.nn.Module):
+    """Always class 2 of 3 (pA = 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.0, 0.0, 1.0]).expand(x.shape[0], 3)
+
+
+def pixel(value: float) -> torch.Tensor:
+    return torch.full((1, 1, 1), value)
+
+
+def test_radius_ceiling_matches_the_paper():
+    # pA = 1: the bound is alpha ** (1 / n); hyperparameters.md gives both ceilings.
+    for n, ceiling in ((10_000, 3.1986), (100_000, 3.8115)):
+        certified, lower, radius = certify_from_counts(n, n, 0.001, sigma=1.0)
+        assert certified
+        assert lower == pytest.approx(0.001 ** (1 / n), rel=1e-12)
+        assert round(radius, 4) == ceiling
+
+
+def test_constant_classifier_certify_end_to_end():
+    sigma = 0.5
+    smooth = Smooth(Constant(), num_classes=3, sigma=sigma, batch_size=4096)
+    cert = smooth.certify(pixel(0.3), n0=100, n=10_000, alpha=0.001,
+                          generator=smooth.generator(0, 0))
+    assert cert.prediction == 2 and cert.n_a == 10_000
+    assert round(cert.radius / sigma, 4) == 3.1986
+
+
+def test_lower_bound_is_the_exact_clopper_pearson_quantile():
+    n, alpha = 50, 0.05
+    for n_a in range(1, n + 1):
+        p = lower_confidence_bound(n_a, n, alpha)
+        # Definition: the p at which observing n_a or more successes has probability alpha.
+        assert binom.sf(n_a - 1, n, p) == pytest.approx(alpha, rel=1e-6)
+    assert lower_confidence_bound(0, n, alpha) == 0.0
+    assert np.array_equal(lower_confidence_bound(np.array([0, 3]), 10, 0.1),
+                          [0.0, lower_confidence_bound(3, 10, 0.1)])
+
+
+def test_abstains_below_one_half():
+    certified, lower, radius = certify_from_counts(55, 100, 0.001, sigma=0.25)
+    assert not certified and lower < 0.5 and radius == 0.0
+
+
+def _simulated_violations(p_a, n0, n, alpha, sigma, trials, rng, bound=None):
+    """Full CERTIFY on binomial draws: selection, fresh counts, bound. Returns violation rate.
+
+    A violation is a certificate for the wrong class, or a radius beyond the true radius.
+    """
+    count0 = rng.binomial(n0, p_a, size=trials)
+    chose_top = count0 >= n0 - count0  # argmax ties go to class 0, the true top class
+    n_a = rng.binomial(n, np.where(chose_top, p_a, 1 - p_a))
+    if bound is None:
+        certified, _, radius = certify_from_counts(n_a, n, alpha, sigma)
+    else:  # a deliberately wrong bound, to show the test has power
+        lower = bound(n_a, n)
+        certified, radius = lower >= 0.5, sigma * norm.ppf(np.clip(lower, 0.5, 1 - 1e-12))
+    true_radius = sigma * norm.ppf(p_a)
+    violated = certified & (~chose_top | (radius > true_radius + 1e-12))
+    return violated.mean()
+
+
+@pytest.mark.parametrize("p_a", [0.6, 0.75, 0.9, 0.99])
+def test_certified_radius_exceeds_true_radius_at_most_alpha(p_a):
+    alpha, trials = 0.1, 40_000
+    rng = np.random.default_rng(int(p_a * 1000))
+    tolerance = 4 * math.sqrt(alpha * (1 - alpha) / trials)
+    rate = _simulated_violations(p_a, 10, 100, alpha, 0.5, trials, rng)
+    assert rate <= alpha + tolerance
+    # The same test rejects the naive plug-in estimate pA_hat = nA / n.
+    naive = _simulated_violations(p_a, 10, 100, alpha, 0.5, trials, rng,
+                                  bound=lambda k, m: k / m)
+    assert naive > alpha + tolerance
+
+
+def test_real_certify_calls_respect_alpha_and_the_noise_level():
+    sigma, p_a, alpha, n = 0.5, 0.8, 0.1, 100
+    t = 0.5
+    x = t - sigma * norm.ppf(p_a)  # so that P(noisy pixel < t) = p_a
+    smooth = Smooth(Threshold(t), num_classes=2, sigma=sigma, batch_size=64)
+    true_radius = sigma * norm.ppf(p_a)
+    trials, violations, total_a = 300, 0, 0
+    for idx in range(trials):
+        cert = smooth.certify(pixel(x), n0=10, n=n, alpha=alpha,
+                              generator=smooth.generator(7, idx))
+        if cert.prediction == 1 or cert.radius > true_radius:
+            violations += 1
+        if cert.prediction != 1:  # n_a counts class 0 here (class 1 wins w.p. ~1e-3)
+            total_a += cert.n_a
+    assert violations / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+    # Noise really has std sigma: the class-0 frequency matches Phi((t - x) / sigma).
+    assert total_a / (trials * n) == pytest.approx(p_a, abs=0.012)
+
+
+def test_predict_abstains_on_a_coin_flip_and_answers_a_clear_case():
+    sigma = 0.25
+    smooth = Smooth(Threshold(0.5), num_classes=2, sigma=sigma, batch_size=500)
+    coin = [smooth.predict(pixel(0.5), n=1000, alpha=0.001, generator=smooth.generator(1, i))
+            for i in range(10)]
+    assert coin == [ABSTAIN] * 10
+    assert smooth.predict(pixel(0.5 - 3 * sigma), n=1000, alpha=0.001,
+                          generator=smooth.generator(1, 0)) == 0
+    assert smooth.predict(pixel(0.5 + 3 * sigma), n=1000, alpha=0.001,
+                          generator=smooth.generator(1, 0)) == 1
+
+
+def test_noise_stream_does_not_depend_on_how_it_is_split():
+    def draw(sizes, chunk=8):
+        stream = NoiseStream((2, 3), image_generator(3, 11), chunk)
+        return torch.cat([stream.take(k) for k in sizes])
+
+    whole = draw([95])
+    for sizes in ([1] * 95, [5, 7, 32, 1, 50], [8, 8, 79], [94, 1]):
+        assert torch.equal(draw(sizes), whole)
+
+
+def test_counts_do_not_depend_on_batch_size():
+    counts = []
+    for batch_size in (1, 7, 100, 1000):
+        smooth = Smooth(Threshold(0.5), num_classes=2, sigma=0.5, batch_size=batch_size)
+        counts.append(smooth.certify(pixel(0.4), n0=10, n=300, alpha=0.01,
+                                     generator=smooth.generator(5, 42)))
+    assert all(c == counts[0] for c in counts)
+
+
+def test_image_seeds_are_distinct_and_deterministic():
+    seeds = {image_seed(0, i) for i in range(50_000)}
+    assert len(seeds) == 50_000
+    assert image_seed(3, 17) == image_seed(3, 17) != image_seed(4, 17)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n0": 0, "n": 10, "alpha": 0.1}, "n0"),
+    ({"n0": 10, "n": 5, "alpha": 0.1}, "n must be >= n0"),
+    ({"n0": 1, "n": 5, "alpha": 0.0}, "alpha"),
+    ({"n0": 1, "n": 5, "alpha": 1.0}, "alpha"),
+])
+def test_certify_rejects_bad_sampling_settings(kwargs, message):
+    smooth = Smooth(Threshold(), num_classes=2, sigma=0.5)
+    with pytest.raises(ValueError, match=message):
+        smooth.certify(pixel(0.0), generator=smooth.generator(0, 0), **kwargs)
+
+
+@pytest.mark.parametrize("sigma, batch_size, message", [
+    (0.0, 10, "sigma"), (-0.5, 10, "sigma"), (0.5, 0, "batch_size")])
+def test_smooth_rejects_bad_settings(sigma, batch_size, message):
+    with pytest.raises(ValueError, match=message):
+        Smooth(Threshold(), num_classes=2, sigma=sigma, batch_size=batch_size)

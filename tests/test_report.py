@@ -1,0 +1,183 @@
+"""Analysis, tables and figures against small hand-written certification TSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmae.report import (
+    Run,
+    average_certified_radius,
+    best_over_sigma,
+    best_sigma_table,
+    certified_accuracy,
+    paper_comparison_table,
+    per_sigma_table,
+    to_latex,
+    to_markdown,
+    write_table,
+)
+from dmae.report.figures import (
+    plot_best_over_sigma,
+    plot_certified_accuracy,
+    reconstruction_grid,
+)
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+
+# Five images: (label, predict, radius, correct)
+DMAE_025 = [(1, 1, 0.8, 1), (2, 2, 0.3, 1), (0, -1, 0.0, 0), (4, 3, 1.2, 0), (5, 5, 0.0, 1)]
+DMAE_050 = [(1, 1, 1.1, 1), (2, -1, 0.0, 0), (0, 0, 0.6, 1), (4, 4, 0.2, 1), (5, 1, 0.4, 0)]
+RS_025 = [(1, 1, 0.5, 1), (2, 0, 0.9, 0), (0, -1, 0.0, 0), (4, 4, 0.1, 1), (5, -1, 0.0, 0)]
+RADII = [0.0, 0.25, 0.5, 1.0]
+
+
+def write_tsv(path: Path, rows) -> Path:
+    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t0.1\n"
+             for i, (lab, pred, rad, cor) in enumerate(rows)]
+    path.write_text(HEADER + "".join(lines))
+    return path
+
+
+RS = {"label": "RS (Cohen et al.)", "paper": "RS (Cohen et al.)"}
+DMAE = {"label": "DMAE ViT-B", "paper": "DMAE ViT-B"}
+MAE = {"label": "MAE ViT-B", "paper": None}  # the paper has no number for it
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [
+        Run("cifar10", "rs", 0.25, write_tsv(tmp_path / "rs_025.tsv", RS_025), **RS),
+        Run("cifar10", "rs", 0.5, tmp_path / "rs_050.tsv", **RS),  # not run yet
+        Run("cifar10", "dmae", 0.25, write_tsv(tmp_path / "dmae_025.tsv", DMAE_025), **DMAE),
+        Run("cifar10", "dmae", 0.5, write_tsv(tmp_path / "dmae_050.tsv", DMAE_050), **DMAE),
+        Run("cifar10", "mae", 0.25, tmp_path / "mae_025.tsv", **MAE),  # not run yet
+    ]
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["label", "predict", "radius", "correct"])
+
+
+def test_certified_accuracy_and_acr_by_hand():
+    df = frame(DMAE_025)
+    acc = certified_accuracy(df, RADII)
+    # correct & radius >= r: r=0 -> {0,1,4}; 0.25 -> {0,1}; 0.5 -> {0}; 1.0 -> {}
+    assert list(acc) == [3 / 5, 2 / 5, 1 / 5, 0.0]
+    assert average_certified_radius(df) == pytest.approx((0.8 + 0.3) / 5)
+    # the wrong prediction with radius 1.2 never counts
+    assert certified_accuracy(df, [1.2])[1.2] == 0.0
+
+
+def test_best_over_sigma_envelope_by_hand():
+    curves = pd.DataFrame([certified_accuracy(frame(DMAE_025), RADII),
+                           certified_accuracy(frame(DMAE_050), RADII)], index=[0.25, 0.5])
+    # sigma 0.5: r=0 -> {0,2,3}; 0.25 -> {0,2}; 0.5 -> {0,2}; 1.0 -> {0}
+    assert list(best_over_sigma(curves)) == [3 / 5, 2 / 5, 2 / 5, 1 / 5]
+
+
+def test_per_sigma_table_and_bold(runs):
+    table = per_sigma_table(runs, "cifar10", RADII)
+    assert list(table["method"]) == [RS["label"]] * 2 + [DMAE["label"]] * 2 + [MAE["label"]]
+    assert list(table["sigma"]) == [0.25, 0.5, 0.25, 0.5, 0.25]
+    assert list(table.columns) == ["method", "sigma", "images", "correct", "abstained",
+                                   "r=0", "r=0.25", "r=0.5", "r=1", "ACR"]
+    rs = table.iloc[0]
+    assert (rs["images"], rs["correct"], rs["abstained"]) == (5, 2, 2)
+    assert list(table.iloc[2][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 20.0, 0.0]
+    assert list(table.iloc[3][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 40.0, 20.0]
+    assert np.isnan(table.iloc[1]["r=0"])
+
+    md = to_markdown(table).splitlines()
+    assert md[1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    # dmae 0.25 and 0.5 tie at r=0 and r=0.25 (both bold); 0.5 alone is best at r=0.5, r=1, ACR
+    assert md[2] == "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | 40.0 | 20.0 | 20.0 | 0.0 | 0.120 |"
+    assert md[3].startswith("| RS (Cohen et al.) | 0.5 | not run |")
+    assert md[4] == ("| DMAE ViT-B | 0.25 | 5 | 3 | 1 | **60.0** | **40.0** | 20.0 | 0.0 "
+                     "| 0.220 |")
+    assert md[5] == ("| DMAE ViT-B | 0.5 | 5 | 3 | 1 | **60.0** | **40.0** | **40.0** | **20.0** "
+                     "| **0.380** |")
+
+    tex = to_latex(table).splitlines()
+    assert tex[0] == r"\begin{tabular}{lrrrrrrrrr}"
+    assert r"DMAE ViT-B & 0.5 & 5 & 3 & 1 & \textbf{60.0} & \textbf{40.0} & \textbf{40.0} & " \
+           r"\textbf{20.0} & \textbf{0.380} \\" in tex
+    assert r"RS (Cohen et al.) & 0.25 & 5 & 2 & 2 & 40.0 & 20.0 & 20.0 & 0.0 & 0.120 \\" in tex
+
+
+def test_best_sigma_table(runs):
+    table = best_sigma_table(runs, "cifar10", RADII)
+    assert list(table["method"]) == [RS["label"], DMAE["label"], MAE["label"]]
+    assert list(table["sigmas"]) == ["0.25", "0.25,0.5", ""]
+    assert list(table.iloc[1][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 40.0, 20.0]
+    assert table.iloc[1]["ACR"] == pytest.approx(0.38)
+    md = to_markdown(table)
+    assert "| DMAE ViT-B | 0.25,0.5 | **60.0** | **40.0** | **40.0** | **20.0** | **0.380** |" in md
+    assert "| MAE ViT-B |  | not run | not run | not run | not run | not run |" in md
+
+
+def test_paper_comparison_keeps_runs_not_done(tmp_path, runs):
+    reference = tmp_path / "reference.csv"
+    reference.write_text(
+        "table,dataset,method,params,extra_data,sigma,radius,certified_accuracy_pct,source\n"
+        "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.25,61.0,x\n"
+        "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.5,43.0,x\n"
+        "t3,cifar10,DMAE ViT-B,87M,yes,best,0.25,79.2,x\n"
+        "t3,cifar10,DMAE ViT-B,87M,yes,best,0.5,64.6,x\n"
+        "c3,cifar10,RS (Cohen et al.),1.7M,no,0.5,0.25,55.0,x\n")
+    table = paper_comparison_table(runs, "cifar10", reference)
+    assert list(table.columns) == ["method", "radius", "paper %", "this run %"]
+    assert table.values.tolist() == [
+        ["RS (Cohen et al.)", 0.25, "61.0", "20.0"],
+        ["RS (Cohen et al.)", 0.5, "43.0", "20.0"],
+        ["DMAE ViT-B", 0.25, "79.2", "40.0"],
+        ["DMAE ViT-B", 0.5, "64.6", "40.0"],
+        ["MAE ViT-B", 0.25, "—", "not run"],
+        ["MAE ViT-B", 0.5, "—", "not run"],
+    ]
+    per_sigma = paper_comparison_table(runs, "cifar10", reference, sigma=0.5)
+    assert per_sigma.values.tolist()[0] == ["RS (Cohen et al.)", 0.25, "55.0", "not run"]
+    assert per_sigma.values.tolist()[1] == ["DMAE ViT-B", 0.25, "—", "40.0"]
+    with pytest.raises(ValueError, match="imagenet"):
+        paper_comparison_table(runs, "imagenet", reference)
+
+
+def test_write_table_formats(tmp_path, runs):
+    table = best_sigma_table(runs, "cifar10", RADII)
+    paths = [tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex"]
+    write_table(table, paths)
+    assert pd.read_csv(paths[0])["r=1"].tolist()[:2] == [0.0, 20.0]
+    assert "**" in paths[1].read_text() and "**" not in paths[0].read_text()
+    assert r"\textbf{" in paths[2].read_text()
+    with pytest.raises(ValueError, match="unknown table format"):
+        write_table(table, tmp_path / "t.xlsx")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_figures_are_written(tmp_path, runs):
+    outputs = [tmp_path / "acc.png", tmp_path / "acc.pdf"]
+    plot_certified_accuracy(runs, "cifar10", outputs)
+    plot_best_over_sigma(runs, "cifar10", [tmp_path / "best.png", tmp_path / "best.pdf"],
+                         max_radius=1.5)
+    rng = np.random.default_rng(0)
+    clean = rng.random((4, 3, 16, 16), dtype=np.float32)
+    noisy = clean + 0.25 * rng.standard_normal(clean.shape, dtype=np.float32)
+    reconstruction_grid(clean, noisy, clean * 0.9, [tmp_path / "rec.png", tmp_path / "rec.pdf"])
+    reconstruction_grid(clean[:, :1], noisy[:, :1], clean[:, :1], tmp_path / "gray.png")
+    for name in ("acc", "best", "rec"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "gray.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="shapes differ"):
+        reconstruction_grid(clean, noisy[:2], clean, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_run_records_accept_tuples_and_dicts(tmp_path):
+    from dmae.report import as_runs
+    a = as_runs([("imagenet", "dmae", 0.5, "x.tsv"),
+                 {"dataset": "imagenet", "method": "dmae", "sigma": "0.5", "tsv_path": "x.tsv"}])
+    assert a[0] == a[1] == Run("imagenet", "dmae", 0.5, Path("x.tsv"))
