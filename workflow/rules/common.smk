@@ -1,23 +1,90 @@
 # Shared setup: validate the config (an unknown or wrong key stops here, before any job
-# runs) and write the effective config that every `dmae` call reads.
+# runs), write the effective config every `dmae` call reads, and name the artifacts.
+
+import json
+from pathlib import Path
 
 import yaml
 
+import dmae
 from dmae import config as dmae_config
+from dmae import layout
 
 dmae_config.validate(config, source="workflow config")
 
-DATA = config["paths"]["data"]
-RESULTS = f"{config['paths']['results']}/{config['name']}"
+RESULTS = str(layout.results_dir(config))
 LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
 DATASET = config["dataset"]["name"]
-PREPARED_MANIFEST = f"{DATA}/prepared/{DATASET}/manifest.json"
+PREPARED_MANIFEST = str(layout.prepared_dir(config) / "manifest.json")
+
+MODELS = list(config["models"])
+METHODS = list(config["methods"])
+SIGMAS = [dmae_config.sigma_key(s) for s in config["sigmas"]]
+SHARDS = config["certify"].get("shards", 1)
+CKPT = config["certify"].get("checkpoint", "best")
+
 
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
-# Rewritten only when its content changes, so an unchanged config triggers nothing.
+# Rewritten only when its content changes; it is a parameter, not an input, so rules rerun
+# on the settings they use (their `settings` params), not on any edit of the file.
 EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
 _effective = yaml.safe_dump(config, sort_keys=True)
 if not os.path.exists(EFFECTIVE_CONFIG) or open(EFFECTIVE_CONFIG).read() != _effective:
     os.makedirs(RESULTS, exist_ok=True)
     with open(EFFECTIVE_CONFIG, "w") as fh:
         fh.write(_effective)
+
+SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
+
+
+def code(*parts):
+    """Library files a job runs; editing one reruns the jobs that use it, and what follows."""
+    files = [SRC / name for name in ("__init__.py", "cli.py", "config.py", "io.py")]
+    files.append(SRC / "schemas" / "config.schema.yaml")
+    for part in parts:
+        path = SRC / part
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return [str(f) for f in files]
+
+
+def settings(obj):
+    """A parameter holding resolved settings, so a change to them reruns the job."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def res(stage, key, default):
+    return config.get("resources", {}).get(stage, {}).get(key, default)
+
+
+def launcher(stage):
+    """`dmae`, or torchrun with one process per GPU when a stage gets more than one."""
+    gpus = res(stage, "gpus", 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m dmae.cli"
+    return "dmae"
+
+
+def pretraining_of(method):
+    return config["methods"][method]["pretraining"]
+
+
+def pretrained_input(wildcards):
+    """The pretrained checkpoint a fine-tuning starts from (none for RS)."""
+    pre = pretraining_of(wildcards.method)
+    if pre is None:
+        return []
+    return [str(layout.pretrain_dir(config, wildcards.model, pre) / "last.safetensors")]
+
+
+def pretrained_arg(wildcards, input):
+    return f"--pretrained {input.pretrained[0]}" if input.pretrained else ""
+
+
+ALL_CERTIFICATIONS = [str(layout.certify_tsv(config, *run)) for run in layout.runs(config)]
+REPORT_TABLES = [str(p) for p in layout.table_paths(config)]
+REPORT_FIGURES = [str(p) for p in layout.figure_paths(config)]
+RECONSTRUCTION_FIGURES = [
+    str(layout.reconstruction_figure(config, model, pre))
+    for model, pre in layout.used_pretrainings(config)
+]

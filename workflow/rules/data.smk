@@ -18,4 +18,4 @@ rule prepare_data:
         mem_mb=4000,
         runtime=60,
     shell:
-        "dmae prepare --config {params.config} --log {log} 2>/dev/null"
+        "dmae prepare --config {params.config} --log {log}"

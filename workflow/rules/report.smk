@@ -1,0 +1,25 @@
+# Tables (CSV, Markdown, LaTeX) and figures from every certification of the config.
+
+
+rule report:
+    input:
+        tsvs=ALL_CERTIFICATIONS,
+        code=code("report", "layout.py"),
+    output:
+        tables=REPORT_TABLES,
+        figures=REPORT_FIGURES,
+    params:
+        config=EFFECTIVE_CONFIG,
+        settings=settings(config["report"]),
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    conda:
+        "../envs/dmae.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("report", "mem_mb", 2000),
+        runtime=res("report", "runtime", 30),
+    shell:
+        "dmae report --config {params.config} --log {log}"
