@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 
 ## make reproduce: run the whole workflow on the embedded default (Fashion-MNIST, CPU)
 reproduce: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile $(CONFIG)
 
 ## make test: every test, plus ruff and snakemake --lint
 test: venv lint

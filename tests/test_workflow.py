@@ -1,54 +1,169 @@
-"""The Snakemake workflow, driven by the real snakemake in a scratch working directory."""
+"""The Snakemake workflow, driven by the real snakemake in scratch working directories.
+
+One smoke run of the whole chain (data -> pretraining -> fine-tuning -> certification shards
+-> merge -> report) is shared by the tests below; the rerun tests are dry runs against it.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO
 
+from dmae import config as cfglib
+from dmae import layout
+
+needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
+                                  reason="Debian's dataset-fashion-mnist is not installed")
+
 
 def snakemake(workdir, configfile, *args, check=True):
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--configfile", str(configfile), *args]
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(workdir)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def smoke_config(tmp_path, **dataset):
-    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-    cfg["dataset"].update(dataset)
-    path = tmp_path / "smoke.yaml"
+def planned_jobs(proc) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count} (empty when nothing to do)."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1]
+    jobs = {}
+    for line in stats.splitlines()[3:]:
+        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not match:
+            break
+        jobs[match[1]] = int(match[2])
+    jobs.pop("total", None)
+    return jobs
+
+
+def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def test_dry_run_lists_data_preparation(tmp_path):
-    proc = snakemake(tmp_path, smoke_config(tmp_path), "-n")
-    assert "prepare_data" in proc.stdout
+def smoke_cfg() -> dict:
+    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole smoke chain, run once: (workdir, config path, config dict)."""
+    if not DEBIAN_FMNIST.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    workdir = tmp_path_factory.mktemp("smoke")
+    path = write_config(workdir / "smoke.yaml", smoke_cfg())
+    snakemake(workdir, path, "--cores", "2")
+    return workdir, path, cfglib.load(path)
+
+
+def test_dry_run_lists_the_whole_chain(tmp_path):
+    jobs = planned_jobs(snakemake(tmp_path, write_config(tmp_path / "s.yaml", smoke_cfg()), "-n"))
+    cfg = smoke_cfg()
+    runs = len(cfg["models"]) * len(cfg["methods"]) * len(cfg["sigmas"])
+    assert jobs == {"prepare_data": 1, "pretrain": 1, "reconstructions": 1, "finetune": runs,
+                    "certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
+                    "report": 1, "default": 1}
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
-    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg = smoke_cfg()
     cfg["certify"]["alpah"] = 0.01
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(tmp_path, path, "--cores", "1", check=False)
+    proc = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", cfg), "--cores", "1",
+                     check=False)
     assert proc.returncode != 0
     assert "certify.alpah" in proc.stdout + proc.stderr
     assert not (tmp_path / "data").exists(), "no job may run on a bad config"
 
 
-@pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist missing")
-def test_workflow_prepares_fashion_mnist(tmp_path):
-    snakemake(tmp_path, smoke_config(tmp_path), "--cores", "1")
-    manifest = yaml.safe_load((tmp_path / "data/prepared/fashion-mnist/manifest.json").read_text())
-    assert manifest["dataset"] == "fashion-mnist"
-    assert (tmp_path / "results/smoke/logs/prepare_fashion-mnist.log").is_file()
-    # Nothing left to do: a second run schedules no job.
-    proc = snakemake(tmp_path, smoke_config(tmp_path), "-n")
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+@needs_fmnist
+def test_smoke_run_produces_every_table_and_figure(smoke_run):
+    workdir, _, cfg = smoke_run
+    recons = [layout.reconstruction_figure(cfg, m, p) for m, p in layout.used_pretrainings(cfg)]
+    expected = [*layout.table_paths(cfg), *layout.figure_paths(cfg), *recons]
+    for path in expected:
+        assert (workdir / path).stat().st_size > 0, path
+    certified = len(range(cfg["certify"].get("start", 0), 10_000, cfg["certify"]["stride"]))
+    for run in layout.runs(cfg):
+        rows = (workdir / layout.certify_tsv(cfg, *run)).read_text().splitlines()
+        assert rows[0].split("\t")[:6] == ["idx", "label", "predict", "radius", "correct", "time"]
+        assert len(rows) == 1 + certified
+    logs = workdir / layout.results_dir(cfg) / "logs"
+    assert (logs / "report.log").is_file() and (logs / "pretrain" / "micro_dmae.log").is_file()
+
+
+@needs_fmnist
+def test_finished_run_has_nothing_to_do(smoke_run):
+    workdir, path, _ = smoke_run
+    assert planned_jobs(snakemake(workdir, path, "-n")) == {}
+
+
+@needs_fmnist
+def test_changing_one_sigma_reruns_only_its_chain(smoke_run, tmp_path):
+    workdir, _, cfg = smoke_run
+    changed = smoke_cfg()
+    changed["finetune_per_sigma"] = {"0.5": {"epochs": 2}}
+    jobs = planned_jobs(snakemake(workdir, write_config(tmp_path / "c.yaml", changed), "-n"))
+    methods = len(cfg["methods"])
+    assert jobs == {"finetune": methods, "certify_shard": methods * cfg["certify"]["shards"],
+                    "merge_certify": methods, "report": 1, "default": 1}
+
+
+@needs_fmnist
+def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
+    workdir, _, cfg = smoke_run
+    changed = smoke_cfg()
+    changed["certify"]["n"] = 60
+    jobs = planned_jobs(snakemake(workdir, write_config(tmp_path / "c.yaml", changed), "-n"))
+    runs = len(layout.runs(cfg))
+    assert jobs == {"certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
+                    "report": 1, "default": 1}
+
+
+@needs_fmnist
+def test_editing_report_code_reruns_only_the_report(smoke_run):
+    workdir, path, _ = smoke_run
+    source = REPO / "src" / "dmae" / "report" / "tables.py"
+    before = source.stat()
+    try:
+        os.utime(source, (before.st_atime + 3600, before.st_mtime + 3600))  # "edited"
+        jobs = planned_jobs(snakemake(workdir, path, "-n"))
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert jobs == {"report": 1, "default": 1}
+
+
+@pytest.mark.parametrize("name, expected", [
+    # 2 model sizes x 1 method x 3 sigmas, 10 certification shards each
+    ("imagenet", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
+                  "certify_shard": 60, "merge_certify": 6, "report": 1, "default": 1}),
+    # ViT-B from ImageNet, with and without continued pretraining; 20 shards each
+    ("cifar10", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
+                 "certify_shard": 120, "merge_certify": 6, "report": 1, "default": 1}),
+    ("default", None),
+])
+def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
+    cfg = cfglib.load(REPO / "config" / f"{name}.yaml")
+    for recipe in cfg["pretrainings"].values():  # the ImageNet checkpoint CIFAR-10 starts from
+        if recipe.get("init"):
+            (tmp_path / recipe["init"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / recipe["init"]).touch()
+    jobs = planned_jobs(snakemake(tmp_path, REPO / "config" / f"{name}.yaml", "-n"))
+    if expected is None:  # the default: every method x sigma, one pretraining per recipe used
+        runs = len(layout.runs(cfg))
+        pres = len(layout.used_pretrainings(cfg))
+        expected = {"prepare_data": 1, "pretrain": pres, "reconstructions": pres,
+                    "finetune": runs, "certify_shard": runs * cfg["certify"].get("shards", 1),
+                    "merge_certify": runs, "report": 1, "default": 1}
+    assert jobs == expected

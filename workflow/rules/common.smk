@@ -77,6 +77,12 @@ def pretrained_input(wildcards):
     return [str(layout.pretrain_dir(config, wildcards.model, pre) / "last.safetensors")]
 
 
+def pretrain_init(wildcards):
+    """The checkpoint a pretraining recipe starts from (e.g. ImageNet DMAE for CIFAR-10)."""
+    init = config["pretrainings"][wildcards.pretraining].get("init")
+    return [init] if init else []
+
+
 def pretrained_arg(wildcards, input):
     return f"--pretrained {input.pretrained[0]}" if input.pretrained else ""
 

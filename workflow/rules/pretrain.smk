@@ -5,6 +5,7 @@
 rule pretrain:
     input:
         manifest=PREPARED_MANIFEST,
+        init=pretrain_init,
         code=code("data", "models", "train", "checkpoint.py"),
     output:
         weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
@@ -38,7 +39,7 @@ rule reconstructions:
         manifest=PREPARED_MANIFEST,
         code=code("data", "models", "report", "checkpoint.py"),
     output:
-        f"{RESULTS}/figures/reconstructions_{{model}}_{{pretraining}}.png",
+        f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",
     params:
         config=EFFECTIVE_CONFIG,
     log:
