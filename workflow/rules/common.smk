@@ -1,7 +1,9 @@
-# Shared setup: validate the config (an unknown or wrong key stops here, before any job
-# runs), write the effective config every `dmae` call reads, and name the artifacts.
+# Shared setup: validate the config against workflow/schemas/config.schema.yaml (the same
+# file the CLI uses; an unknown or wrong key stops here, before any job runs), write the
+# effective config every `dmae` call reads, and name the artifacts.
 
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -11,6 +13,10 @@ from dmae import config as dmae_config
 from dmae import layout
 
 dmae_config.validate(config, source="workflow config")
+
+# Jobs call the `dmae` CLI installed beside this snakemake, even when its environment (the
+# project's .venv) is not activated; a --use-conda environment still comes first.
+os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]))
 
 RESULTS = str(layout.results_dir(config))
 LOGS = f"{RESULTS}/logs"
@@ -94,3 +100,19 @@ RECONSTRUCTION_FIGURES = [
     str(layout.reconstruction_figure(config, model, pre))
     for model, pre in layout.used_pretrainings(config)
 ]
+
+
+CAPTIONS = Path(workflow.current_basedir).parent / "report"
+
+
+def reported(paths, category):
+    """Mark CSV tables and PNG figures for `snakemake --report`, each with its caption."""
+    marked = []
+    for path in map(Path, paths):
+        if path.suffix not in (".csv", ".png"):
+            marked.append(str(path))
+            continue
+        name = "reconstructions" if path.stem.startswith("reconstructions") else path.stem
+        caption = name if (CAPTIONS / f"{name}.rst").is_file() else "table"
+        marked.append(report(str(path), caption=f"../report/{caption}.rst", category=category))
+    return marked

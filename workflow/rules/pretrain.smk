@@ -39,7 +39,11 @@ rule reconstructions:
         manifest=PREPARED_MANIFEST,
         code=code("data", "models", "report", "checkpoint.py"),
     output:
-        f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",
+        report(
+            f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",
+            caption="../report/reconstructions.rst",
+            category="Figures",
+        ),
     params:
         config=EFFECTIVE_CONFIG,
     log:

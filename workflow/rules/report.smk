@@ -6,8 +6,8 @@ rule report:
         tsvs=ALL_CERTIFICATIONS,
         code=code("report", "layout.py"),
     output:
-        tables=REPORT_TABLES,
-        figures=REPORT_FIGURES,
+        tables=reported(REPORT_TABLES, "Tables"),
+        figures=reported(REPORT_FIGURES, "Figures"),
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings(config["report"]),
