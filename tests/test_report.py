@@ -119,30 +119,76 @@ def test_best_sigma_table(runs):
     assert "| MAE ViT-B |  | not run | not run | not run | not run | not run |" in md
 
 
+REFERENCE = (
+    "table,dataset,method,params,extra_data,sigma,radius,certified_accuracy_pct,source\n"
+    "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.25,61.0,x\n"
+    "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.5,43.0,x\n"
+    "t3,cifar10,DMAE ViT-B,87M,yes,best,0.25,79.2,x\n"
+    "t3,cifar10,DMAE ViT-B,87M,yes,best,0.5,64.6,x\n"
+    "t1,imagenet,DMAE ViT-B,87M,no,best,0.5,69.6,x\n"
+    "t1,imagenet,DMAE ViT-B,87M,no,best,1.0,57.9,x\n"
+    "c3,cifar10,RS (Cohen et al.),1.7M,no,0.5,0.25,55.0,x\n")
+
+
 def test_paper_comparison_keeps_runs_not_done(tmp_path, runs):
     reference = tmp_path / "reference.csv"
-    reference.write_text(
-        "table,dataset,method,params,extra_data,sigma,radius,certified_accuracy_pct,source\n"
-        "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.25,61.0,x\n"
-        "t3,cifar10,RS (Cohen et al.),1.7M,no,best,0.5,43.0,x\n"
-        "t3,cifar10,DMAE ViT-B,87M,yes,best,0.25,79.2,x\n"
-        "t3,cifar10,DMAE ViT-B,87M,yes,best,0.5,64.6,x\n"
-        "c3,cifar10,RS (Cohen et al.),1.7M,no,0.5,0.25,55.0,x\n")
+    reference.write_text(REFERENCE)
     table = paper_comparison_table(runs, "cifar10", reference)
-    assert list(table.columns) == ["method", "radius", "paper %", "this run %"]
+    assert list(table.columns) == ["dataset", "method", "radius", "paper %", "this run %", "run"]
     assert table.values.tolist() == [
-        ["RS (Cohen et al.)", 0.25, "61.0", "20.0"],
-        ["RS (Cohen et al.)", 0.5, "43.0", "20.0"],
-        ["DMAE ViT-B", 0.25, "79.2", "40.0"],
-        ["DMAE ViT-B", 0.5, "64.6", "40.0"],
-        ["MAE ViT-B", 0.25, "—", "not run"],
-        ["MAE ViT-B", 0.5, "—", "not run"],
+        ["cifar10", "RS (Cohen et al.)", 0.25, "61.0", "20.0", "RS (Cohen et al.)"],
+        ["cifar10", "RS (Cohen et al.)", 0.5, "43.0", "20.0", "RS (Cohen et al.)"],
+        ["cifar10", "DMAE ViT-B", 0.25, "79.2", "40.0", "DMAE ViT-B"],
+        ["cifar10", "DMAE ViT-B", 0.5, "64.6", "40.0", "DMAE ViT-B"],
+        ["cifar10", "MAE ViT-B", 0.25, "—", "not run", "MAE ViT-B"],  # no paper number
+        ["cifar10", "MAE ViT-B", 0.5, "—", "not run", "MAE ViT-B"],
     ]
+    # the per-sigma comparison with Cohen et al.'s table: only the runs at that sigma count
     per_sigma = paper_comparison_table(runs, "cifar10", reference, sigma=0.5)
-    assert per_sigma.values.tolist()[0] == ["RS (Cohen et al.)", 0.25, "55.0", "not run"]
-    assert per_sigma.values.tolist()[1] == ["DMAE ViT-B", 0.25, "—", "40.0"]
-    with pytest.raises(ValueError, match="imagenet"):
-        paper_comparison_table(runs, "imagenet", reference)
+    assert per_sigma.values.tolist()[0] == ["cifar10", "RS (Cohen et al.)", 0.25, "55.0",
+                                            "not run", "RS (Cohen et al.)"]
+    assert per_sigma.values.tolist()[1] == ["cifar10", "DMAE ViT-B", 0.25, "—", "40.0",
+                                            "DMAE ViT-B"]
+    with pytest.raises(ValueError, match="svhn"):
+        paper_comparison_table(runs, "svhn", reference)
+    # no paper number bolded: the table has no accuracy column to compare
+    assert "**" not in to_markdown(table)
+
+
+def test_paper_comparison_every_dataset(tmp_path, runs):
+    """Every dataset and published method of the reference, "not run" where nothing maps."""
+    reference = tmp_path / "reference.csv"
+    reference.write_text(REFERENCE)
+    table = paper_comparison_table(runs, None, reference, radii=[0.0, 1.0])
+    rows = table.values.tolist()
+    assert [r[:2] for r in rows[:6:2]] == [["cifar10", "RS (Cohen et al.)"],
+                                           ["cifar10", "DMAE ViT-B"],
+                                           ["imagenet", "DMAE ViT-B"]]
+    # the cifar10 runs do not stand in for the imagenet numbers of the same method
+    assert rows[4:6] == [["imagenet", "DMAE ViT-B", 0.5, "69.6", "not run", "—"],
+                         ["imagenet", "DMAE ViT-B", 1.0, "57.9", "not run", "—"]]
+    # runs without a counterpart at the given radii
+    assert rows[6:] == [["cifar10", "MAE ViT-B", 0.0, "—", "not run", "MAE ViT-B"],
+                        ["cifar10", "MAE ViT-B", 1.0, "—", "not run", "MAE ViT-B"]]
+    # compared as another dataset: the DMAE runs now fill the imagenet row
+    as_imagenet = paper_comparison_table(runs, None, reference, reference_dataset="imagenet",
+                                         radii=[0.0])
+    rows = as_imagenet.values.tolist()
+    assert ["imagenet", "DMAE ViT-B", 1.0, "57.9", "20.0", "DMAE ViT-B"] in rows
+    assert ["cifar10", "DMAE ViT-B", 0.25, "79.2", "not run", "—"] in rows
+
+
+def test_figures_skip_missing_runs_and_say_when_none(tmp_path, runs):
+    missing = [Run("cifar10", "rs", 0.5, tmp_path / "absent.tsv")]
+    plot_certified_accuracy(missing, "cifar10", [tmp_path / "none.png", tmp_path / "none.pdf"])
+    plot_best_over_sigma(missing, "cifar10", tmp_path / "none_best.png")
+    plot_best_over_sigma(runs, "imagenet", tmp_path / "other_dataset.png")
+    for name in ("none.png", "none_best.png", "other_dataset.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "none.pdf").read_bytes()[:5] == b"%PDF-"
+    # a mix of finished and missing runs plots the finished ones
+    plot_certified_accuracy(runs[:2], "cifar10", tmp_path / "one.png")
+    assert (tmp_path / "one.png").stat().st_size > 1000
 
 
 def test_write_table_formats(tmp_path, runs):
@@ -181,3 +227,8 @@ def test_run_records_accept_tuples_and_dicts(tmp_path):
     a = as_runs([("imagenet", "dmae", 0.5, "x.tsv"),
                  {"dataset": "imagenet", "method": "dmae", "sigma": "0.5", "tsv_path": "x.tsv"}])
     assert a[0] == a[1] == Run("imagenet", "dmae", 0.5, Path("x.tsv"))
+    # str paths and sigmas are normalized; an empty label or paper means none
+    b = Run("imagenet", "dmae", "0.5", "x.tsv", label="", paper=" ", checkpoint="c.json")
+    assert (b.sigma, b.tsv, b.display, b.paper, b.checkpoint) == (0.5, Path("x.tsv"), "dmae",
+                                                                  None, Path("c.json"))
+    assert not b.done

@@ -15,8 +15,6 @@ from dmae import config as cfglib
 
 log = logging.getLogger("dmae")
 
-# The published numbers the tables are compared with (DMAE Tables 1 and 3, Cohen et al.).
-REFERENCE_RESULTS = Path(__file__).resolve().parent / "reference_results.csv"
 
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
@@ -85,21 +83,32 @@ def _set_threads(cfg: dict, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _fresh_if_changed(out_dir: Path, fingerprint: dict) -> None:
+def _fresh_if_changed(out_dir: Path, fingerprint: dict) -> Path:
     """Resume an interrupted run only if it was started with the same settings and inputs.
 
-    The engine resumes from ``out_dir/resume.pt``; when the settings, the data or the
-    starting checkpoint changed since, that state belongs to another run, so it goes.
+    The engine resumes from ``out_dir/resume.pt``. That state belongs to another run when the
+    settings, the data or the starting checkpoint changed since, or when that run finished
+    (being asked again means its outputs are to be recomputed, e.g. after a code change): then
+    it goes. Returns the record to mark finished with ``_mark_finished``.
     """
     from dmae.io import read_json, write_json
 
     record = out_dir / "run.json"
-    if record.is_file() and read_json(record) != fingerprint:
-        for name in ("resume.pt", "metrics.csv"):
-            if (out_dir / name).exists():
-                log.info("%s: settings or inputs changed, starting afresh", out_dir)
-                (out_dir / name).unlink()
-    write_json(record, fingerprint)
+    if record.is_file():
+        old = read_json(record)
+        if old.get("fingerprint") != fingerprint or old.get("finished"):
+            log.info("%s: %s, starting afresh", out_dir, "previous run finished"
+                     if old.get("finished") else "settings or inputs changed")
+            for name in ("resume.pt", "metrics.csv"):
+                (out_dir / name).unlink(missing_ok=True)
+    write_json(record, {"fingerprint": fingerprint, "finished": False})
+    return record
+
+
+def _mark_finished(record: Path) -> None:
+    from dmae.io import read_json, write_json
+
+    write_json(record, {**read_json(record), "finished": True})
 
 
 def _splits(cfg: dict, input_size: int, randaugment: str | None = None):
@@ -139,9 +148,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         return
     train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"])
     meta["data_manifest_sha256"] = data_hash
-    _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
+    record = _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
     train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
           device=_device(cfg))
+    _mark_finished(record)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -176,9 +186,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                          "pass --pretrained <checkpoint>")
     train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"], randaugment)
     meta["data_manifest_sha256"] = data_hash
-    _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
+    record = _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
     train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
           device=_device(cfg))
+    _mark_finished(record)
 
 
 def _certify_indices(cfg: dict, test_size: int) -> list[int]:
@@ -220,6 +231,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
     fingerprint = {"checkpoint_sha256": sha256_file(Path(args.checkpoint)
                                                     .with_suffix(".safetensors")),
                    "dataset": cfg["dataset"]["name"]}
+    _drop_stale_partial(args.out, fingerprint)
     status = certify_dataset(
         model, test_set, _certify_indices(cfg, len(test_set)), args.sigma,
         n0=c["n0"], n=c["n"], alpha=c["alpha"], batch_size=c["batch_size"],
@@ -227,6 +239,26 @@ def cmd_certify(args: argparse.Namespace) -> None:
         device=_device(cfg), shard=shard, config=fingerprint,
     )
     log.info("certified %d/%d images -> %s", status.done, status.total, status.tsv)
+
+
+def _drop_stale_partial(out_tsv: Path, fingerprint: dict) -> None:
+    """Remove a half-done certification made with another model checkpoint.
+
+    The workflow certifies again exactly when the fine-tuned checkpoint changed, so such rows
+    can never be completed; any other difference in settings is left for certify_dataset to
+    report.
+    """
+    from dmae.certify.run import meta_path, partial_path
+    from dmae.io import read_json
+
+    partial = partial_path(out_tsv)
+    if not (partial.exists() and meta_path(partial).is_file()):
+        return
+    old = read_json(meta_path(partial)).get("settings", {}).get("config", {})
+    if old.get("checkpoint_sha256") != fingerprint["checkpoint_sha256"]:
+        log.info("%s: made with another checkpoint, starting afresh", partial)
+        partial.unlink()
+        meta_path(partial).unlink()
 
 
 def cmd_merge_certify(args: argparse.Namespace) -> None:
@@ -240,69 +272,11 @@ def cmd_merge_certify(args: argparse.Namespace) -> None:
     log.info("merged %d shards -> %s", len(args.shards), out)
 
 
-def report_runs(cfg: dict) -> list:
-    """Every certification of the config as report runs, labelled for tables and figures."""
-    from dmae import layout
-    from dmae.report import Run
-
-    several_models = len(cfg["models"]) > 1
-    names = cfg["report"].get("paper_names", {})
-    runs = []
-    for model, method, sigma in layout.runs(cfg):
-        label = cfg["methods"][method].get("label", method)
-        runs.append(Run(
-            dataset=cfg["dataset"]["name"],
-            method=f"{model}/{method}" if several_models else method,
-            sigma=float(sigma),
-            tsv=layout.certify_tsv(cfg, model, method, sigma),
-            label=f"{label} ({model})" if several_models else label,
-            paper=names.get(f"{model}/{method}"),
-        ))
-    return runs
-
-
 def cmd_report(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.report import (
-        best_sigma_table,
-        paper_comparison_table,
-        per_sigma_table,
-        write_table,
-    )
-    from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
+    from dmae.report.build import write_report
 
-    cfg = cfglib.load(args.config)
-    runs = report_runs(cfg)
-    dataset, radii = cfg["dataset"]["name"], cfg["report"]["radii"]
-    tables = layout.results_dir(cfg) / "tables"
-    figures = layout.results_dir(cfg) / "figures"
-    formats = layout.TABLE_FORMATS
-
-    def paths(folder: Path, name: str, exts) -> list[Path]:
-        return [folder / f"{name}.{ext}" for ext in exts]
-
-    write_table(per_sigma_table(runs, dataset, radii), paths(tables, "certified_accuracy",
-                                                             formats))
-    write_table(best_sigma_table(runs, dataset, radii), paths(tables, "best_over_sigma",
-                                                              formats))
-    reference = cfg["report"].get("reference_dataset")
-    if reference:
-        comparison = paper_comparison_table(runs, reference, REFERENCE_RESULTS)
-    else:
-        comparison = _no_reference_table(dataset)
-    write_table(comparison, paths(tables, "paper_comparison", formats))
-    plot_certified_accuracy(runs, dataset, paths(figures, "certified_accuracy",
-                                                 layout.FIGURE_FORMATS))
-    plot_best_over_sigma(runs, dataset, paths(figures, "best_over_sigma",
-                                              layout.FIGURE_FORMATS))
-    log.info("tables in %s, figures in %s", tables, figures)
-
-
-def _no_reference_table(dataset: str):
-    import pandas as pd
-
-    return pd.DataFrame([{"method": f"(the paper reports no {dataset} results)",
-                          "radius": None, "paper %": None, "this run %": None}])
+    written = write_report(cfglib.load(args.config))
+    log.info("report: %d tables and figures, e.g. %s", len(written), written[0])
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:

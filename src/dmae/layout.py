@@ -3,7 +3,7 @@
     <results>/<name>/pretrain/<model>/<pretraining>/{last,best}.{safetensors,json}
     <results>/<name>/finetune/<model>/<method>/sigma_<s>/{best,last}.{safetensors,json}
     <results>/<name>/certify/<model>/<method>/sigma_<s>.tsv   (shards in sigma_<s>/)
-    <results>/<name>/tables/*.{csv,md,tex}, figures/*.{png,pdf}, logs/, benchmarks/
+    <results>/<name>/tables/*.{csv,md,tex} + summary.md, figures/*.{png,pdf}, logs/, benchmarks/
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 
 from dmae.config import sigma_key
 
-TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison")
+TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison", "base_classifiers")
 TABLE_FORMATS = ("csv", "md", "tex")
+SUMMARY = "summary.md"  # the report's notes (budget, radius ceiling, missing runs), in tables/
 FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -58,8 +59,11 @@ def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
 
 
 def table_paths(cfg: dict) -> list[Path]:
-    return [results_dir(cfg) / "tables" / f"{name}.{ext}"
-            for name in TABLES for ext in TABLE_FORMATS]
+    """Every file of the tables folder the report writes: each table in each format, and the
+    summary."""
+    tables = results_dir(cfg) / "tables"
+    return [tables / f"{name}.{ext}" for name in TABLES for ext in TABLE_FORMATS] + [
+        tables / SUMMARY]
 
 
 def figure_paths(cfg: dict) -> list[Path]:
@@ -68,4 +72,4 @@ def figure_paths(cfg: dict) -> list[Path]:
 
 
 def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:
-    return results_dir(cfg) / "figures" / f"reconstructions_{model}_{pretraining}.png"
+    return results_dir(cfg) / "figures" / f"reconstructions_{model}-{pretraining}.png"

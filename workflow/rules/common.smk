@@ -94,6 +94,9 @@ def pretrained_arg(wildcards, input):
 
 
 ALL_CERTIFICATIONS = [str(layout.certify_tsv(config, *run)) for run in layout.runs(config)]
+FINETUNE_METAS = [
+    str(layout.finetune_dir(config, *run) / f"{CKPT}.json") for run in layout.runs(config)
+]
 REPORT_TABLES = [str(p) for p in layout.table_paths(config)]
 REPORT_FIGURES = [str(p) for p in layout.figure_paths(config)]
 RECONSTRUCTION_FIGURES = [

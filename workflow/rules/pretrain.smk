@@ -37,7 +37,7 @@ rule reconstructions:
     input:
         weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
         manifest=PREPARED_MANIFEST,
-        code=code("data", "models", "report", "checkpoint.py"),
+        code=code("data", "models", "report/figures.py", "report/analysis.py", "checkpoint.py"),
     output:
         report(
             f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",

@@ -4,6 +4,8 @@
 rule report:
     input:
         tsvs=ALL_CERTIFICATIONS,
+        checkpoints=FINETUNE_METAS,
+        reference=str(SRC / "reference_results.csv"),
         code=code("report", "layout.py"),
     output:
         tables=reported(REPORT_TABLES, "Tables"),

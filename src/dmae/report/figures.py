@@ -40,10 +40,20 @@ def save_figure(fig: Figure, paths: PathOrPaths, dpi: int = 150) -> None:
 
 
 def _done_runs(runs: Sequence, dataset: str) -> list[Run]:
-    done = [run for run in as_runs(runs) if run.dataset == dataset and run.done]
-    if not done:
-        raise ValueError(f"no finished runs for dataset {dataset!r} to plot")
-    return done
+    """Finished runs of ``dataset``; runs whose TSV does not exist yet are left out."""
+    return [run for run in as_runs(runs) if run.dataset == dataset and run.done]
+
+
+def _no_runs_figure(title: str, paths: PathOrPaths) -> None:
+    """Empty axes saying there is nothing to plot yet, so the figure file always exists."""
+    fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center",
+            fontsize="large", color="0.4")
+    _style(ax, title)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylabel("certified accuracy")
+    save_figure(fig, paths)
 
 
 def _grid(tables: Sequence, max_radius: float | None, points: int) -> np.ndarray:
@@ -60,8 +70,14 @@ def _colors(methods: Sequence[str]) -> dict[str, str]:
 
 def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
                             max_radius: float | None = None, points: int = 400) -> None:
-    """One panel per sigma, one certified-accuracy-vs-radius curve per method."""
+    """One panel per sigma, one certified-accuracy-vs-radius curve per method.
+
+    Runs not finished are skipped; with none finished the figure says so.
+    """
     done = _done_runs(runs, dataset)
+    if not done:
+        _no_runs_figure(f"{dataset}, certified accuracy", paths)
+        return
     tables = {run: load(run.tsv) for run in done}
     grid = _grid(list(tables.values()), max_radius, points)
     colors = _colors([run.method for run in done])
@@ -83,8 +99,12 @@ def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
 
 def plot_best_over_sigma(runs: Sequence, dataset: str, paths: PathOrPaths, *,
                          max_radius: float | None = None, points: int = 400) -> None:
-    """One curve per method: at each radius the best certified accuracy over its sigmas."""
+    """One curve per method: at each radius the best certified accuracy over its finished
+    sigmas. Runs not finished are skipped; with none finished the figure says so."""
     done = _done_runs(runs, dataset)
+    if not done:
+        _no_runs_figure(f"{dataset}, best over σ", paths)
+        return
     tables = {run: load(run.tsv) for run in done}
     grid = _grid(list(tables.values()), max_radius, points)
     colors = _colors([run.method for run in done])

@@ -1,9 +1,14 @@
 """Certified-accuracy tables as CSV, Markdown and LaTeX.
 
-Certified accuracies are in percent, columns named ``r=<radius>``; ``ACR`` is the average
-certified radius. Markdown and LaTeX show the best value of each accuracy/ACR column in bold
-(every tied cell, compared as displayed) and "not run" for runs whose TSV does not exist yet.
-The LaTeX uses booktabs rules.
+Certified accuracies are in percent, columns named ``r=<radius>`` (or ending in ``%``); ``ACR``
+is the average certified radius. Markdown and LaTeX show the best value of each accuracy/ACR
+column in bold (every tied cell, compared as displayed) and "not run" for runs whose TSV does
+not exist yet; "—" marks a number the paper does not report. The LaTeX uses booktabs rules.
+
+Tables: ``per_sigma_table`` (one row per method and sigma), ``best_sigma_table`` (best over
+sigma per method), ``paper_comparison_table`` (the published numbers of every dataset in
+reference_results.csv next to this project's) and ``base_classifier_table`` (the fine-tuned
+checkpoints' validation metrics and their certification at radius 0).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmae.io import atomic_path
+from dmae.io import atomic_path, read_json
 from dmae.report.analysis import (
     Run,
     accuracy_by_sigma,
@@ -29,6 +34,9 @@ from dmae.report.analysis import (
 
 NOT_RUN = "not run"
 NOT_REPORTED = "—"
+
+# The published numbers (DMAE Tables 1 and 3, Cohen et al.'s per-sigma tables).
+REFERENCE_RESULTS = Path(__file__).resolve().parents[1] / "reference_results.csv"
 
 
 def radius_column(r: float) -> str:
@@ -98,40 +106,152 @@ def best_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd
     return pd.DataFrame(rows)
 
 
-def paper_comparison_table(runs: Sequence, dataset: str, reference_csv: str | os.PathLike,
-                           sigma: str | float = "best") -> pd.DataFrame:
-    """Published vs reproduced certified accuracy (%) for each method of ``runs`` on a dataset.
-
-    ``sigma="best"`` compares the paper's best-over-sigma table with this project's envelope; a
-    number compares a per-sigma table (Cohen et al.'s) with the run at that sigma. The radii are
-    the published ones. Cells read "not run" where the run is missing and "—" where the paper has
-    no number for the method. Columns: method, radius, paper %, this run %.
-    """
+def read_reference(reference_csv: str | os.PathLike = REFERENCE_RESULTS) -> pd.DataFrame:
+    """reference_results.csv with ``sigma`` as text ("best" or a number) and float radii."""
     reference = pd.read_csv(reference_csv, dtype={"sigma": str})
-    reference = reference[(reference["dataset"] == dataset)
-                          & reference["sigma"].map(lambda s: _same_sigma(s, sigma))]
-    if reference.empty:
-        raise ValueError(f"reference_results has no {dataset!r} numbers for sigma={sigma}")
-    radii = sorted(reference["radius"].astype(float).unique())
-    published = {(row.method, float(row.radius)): float(row.certified_accuracy_pct)
-                 for row in reference.itertuples()}
-    selected = _dataset_runs(runs, dataset)
+    missing = [c for c in ("dataset", "method", "sigma", "radius", "certified_accuracy_pct")
+               if c not in reference.columns]
+    if missing:
+        raise ValueError(f"{reference_csv}: missing columns {missing}")
+    reference["radius"] = reference["radius"].astype(float)
+    return reference
+
+
+COMPARISON_COLUMNS = ["dataset", "method", "radius", "paper %", "this run %", "run"]
+
+
+def paper_comparison_table(runs: Sequence, dataset: str | Sequence[str] | None = None,
+                           reference_csv: str | os.PathLike = REFERENCE_RESULTS,
+                           sigma: str | float = "best", *, radii: Sequence[float] | None = None,
+                           reference_dataset: str | None = None) -> pd.DataFrame:
+    """Published vs reproduced certified accuracy (%), one row per (dataset, method, radius).
+
+    For each dataset of the reference (``dataset``: one name, several, or None for every
+    dataset in the CSV, in file order) and each published method of its table, at the
+    published radii: "paper %" is the published number and "this run %" the accuracy of the
+    run(s) whose ``paper`` is that method on that dataset, or "not run" when no run maps to it
+    or its TSV does not exist yet; "run" names the run (its display label).
+
+    ``sigma="best"`` compares the paper's best-over-sigma tables with this project's envelope
+    over sigmas; a number compares a per-sigma table (Cohen et al.'s) with the runs at that
+    sigma only.
+
+    Runs without a published counterpart (no ``paper``, a name the reference lacks, or another
+    dataset) follow, with "—" as "paper %", at ``radii`` (default: the published radii of their
+    dataset), so the table always shows what the runs produced. A run compares with the
+    reference rows of ``reference_dataset`` when given, else of its own dataset.
+    """
+    all_runs = as_runs(runs)
+    reference = read_reference(reference_csv)
+    reference = reference[reference["sigma"].map(lambda s: _same_sigma(s, sigma))]
+    if dataset is None:
+        datasets = list(dict.fromkeys(reference["dataset"]))
+        if not datasets:
+            raise ValueError(f"reference_results has no numbers for sigma={sigma}")
+    else:
+        datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    for name in datasets:
+        if not (reference["dataset"] == name).any():
+            raise ValueError(f"reference_results has no {name!r} numbers for sigma={sigma}")
+
+    def compared_on(run: Run) -> str:
+        return reference_dataset or run.dataset
+
+    def at_sigma(method_runs: list[Run]) -> list[Run]:
+        return [r for r in method_runs if sigma == "best" or _same_sigma(r.sigma, sigma)]
+
+    def accuracy(method_runs: list[Run], at: Sequence[float]) -> pd.Series | None:
+        curves = accuracy_by_sigma(at_sigma(method_runs), at)
+        return None if curves.empty else best_over_sigma(curves)
+
+    groups = {m: [r for r in all_runs if r.method == m] for m in _methods(all_runs)}
+    matched: set[str] = set()
     rows = []
-    for method in _methods(selected):
-        method_runs = [run for run in selected if run.method == method
-                       and (sigma == "best" or _same_sigma(run.sigma, sigma))]
-        curves = accuracy_by_sigma(method_runs, radii)
-        ours = None if curves.empty else best_over_sigma(curves)
-        first = next(run for run in selected if run.method == method)
-        for r in radii:
-            paper = published.get((first.paper, r))
-            rows.append({
-                "method": first.display,
-                "radius": r,
-                "paper %": NOT_REPORTED if paper is None else f"{paper:.1f}",
-                "this run %": NOT_RUN if ours is None else f"{100 * ours[r]:.1f}",
-            })
-    return pd.DataFrame(rows, columns=["method", "radius", "paper %", "this run %"])
+    for name in datasets:
+        published_rows = reference[reference["dataset"] == name]
+        for paper_method in dict.fromkeys(published_rows["method"]):
+            of_method = published_rows[published_rows["method"] == paper_method]
+            published = dict(zip(of_method["radius"], of_method["certified_accuracy_pct"],
+                                 strict=True))
+            at = sorted(published)
+            ids = [m for m, rs in groups.items()
+                   if rs[0].paper == paper_method and compared_on(rs[0]) == name]
+            matched.update(ids)
+            for method_id in ids or [None]:
+                ours = None if method_id is None else accuracy(groups[method_id], at)
+                label = NOT_REPORTED if method_id is None else groups[method_id][0].display
+                rows += [{"dataset": name, "method": paper_method, "radius": r,
+                          "paper %": f"{published[r]:.1f}",
+                          "this run %": NOT_RUN if ours is None else f"{100 * ours[r]:.1f}",
+                          "run": label} for r in at]
+    for method_id, method_runs in groups.items():
+        first = method_runs[0]
+        if method_id in matched or (dataset is not None and compared_on(first) not in datasets):
+            continue
+        if radii is not None:
+            at = sorted(float(r) for r in radii)
+        else:
+            own = reference[reference["dataset"] == compared_on(first)]
+            if own.empty:
+                raise ValueError(f"give radii: reference_results has no {compared_on(first)!r} "
+                                 f"radii for run {first.display!r}")
+            at = sorted(own["radius"].unique())
+        ours = accuracy(method_runs, at)
+        rows += [{"dataset": first.dataset, "method": first.display, "radius": r,
+                  "paper %": NOT_REPORTED,
+                  "this run %": NOT_RUN if ours is None else f"{100 * ours[r]:.1f}",
+                  "run": first.display} for r in at]
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+BASE_COLUMNS = ["method", "sigma", "epoch", "val acc %", "val smoothed acc %", "images",
+                "smoothed test acc %", "ACR"]
+
+
+def base_classifier_table(runs: Sequence) -> pd.DataFrame:
+    """One row per run's base classifier: the fine-tuned checkpoint and its certification.
+
+    ``epoch``, ``val acc %`` (clean) and ``val smoothed acc %`` come from the checkpoint's JSON
+    metadata (``Run.checkpoint``: its ``epoch`` and ``metrics.val_acc`` /
+    ``metrics.val_smoothed_acc``); ``images``, ``smoothed test acc %`` (the certified accuracy
+    at radius 0, abstentions counting as wrong) and ``ACR`` from the certification TSV. Missing
+    files leave missing values ("not run"); a checkpoint without a metric shows "—".
+    """
+    selected = as_runs(runs)
+    methods = _methods(selected)
+    rows = []
+    for run in sorted(selected, key=lambda r: (methods.index(r.method), r.sigma)):
+        row: dict = {"method": run.display, "sigma": run.sigma, "epoch": pd.NA,
+                     "val acc %": math.nan, "val smoothed acc %": math.nan}
+        meta = _checkpoint_meta(run)
+        if meta is not None:
+            row["epoch"] = meta.get("epoch", pd.NA)
+            metrics = meta.get("metrics") or {}
+            for column, key in (("val acc %", "val_acc"), ("val smoothed acc %",
+                                                           "val_smoothed_acc")):
+                value = metrics.get(key)
+                row[column] = NOT_REPORTED if value is None else 100 * float(value)
+        if run.done:
+            df = load(run.tsv)
+            row["images"] = len(df)
+            row["smoothed test acc %"] = 100 * certified_accuracy(df, [0.0])[0.0]
+            row["ACR"] = average_certified_radius(df)
+        else:
+            row.update({"images": pd.NA, "smoothed test acc %": math.nan, "ACR": math.nan})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=BASE_COLUMNS)
+    for column in ("epoch", "images"):
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def _checkpoint_meta(run: Run) -> dict | None:
+    if run.checkpoint is None or not run.checkpoint.is_file():
+        return None
+    meta = read_json(run.checkpoint)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{run.checkpoint}: expected a JSON object of checkpoint metadata")
+    return meta
 
 
 def _same_sigma(a, b) -> bool:
@@ -145,9 +265,13 @@ def _same_sigma(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+TEXT_COLUMNS = ("dataset", "method", "sigmas", "run")  # left-aligned
+
+
 def default_bold_columns(table: pd.DataFrame) -> list[str]:
-    """Accuracy and ACR columns: where the best value is marked."""
-    return [c for c in table.columns if c.startswith("r=") or c == "ACR"]
+    """Accuracy (``r=<radius>``, ``... acc %``) and ACR columns: where the best is marked."""
+    return [c for c in table.columns
+            if c.startswith("r=") or c == "ACR" or str(c).endswith("acc %")]
 
 
 def _format_cell(column: str, value) -> str:
@@ -155,7 +279,7 @@ def _format_cell(column: str, value) -> str:
         return NOT_RUN
     if isinstance(value, str):
         return value
-    if column.startswith("r="):
+    if column.startswith("r=") or column.endswith("%"):
         return f"{value:.1f}"
     if column == "ACR":
         return f"{value:.3f}"
@@ -195,7 +319,7 @@ def to_markdown(table: pd.DataFrame, bold_columns: Sequence[str] | None = None) 
     """GitHub Markdown table; best cells as ``**x**``."""
     headers, cells, bold = _display(table, bold_columns)
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" if h in ("method", "sigmas") else "---:" for h in headers) + "|"]
+             "|" + "|".join("---" if h in TEXT_COLUMNS else "---:" for h in headers) + "|"]
     for row, flags in zip(cells, bold, strict=True):
         shown = [f"**{c}**" if b else c for c, b in zip(row, flags, strict=True)]
         lines.append("| " + " | ".join(shown) + " |")
@@ -214,7 +338,7 @@ def latex_escape(text: str) -> str:
 def to_latex(table: pd.DataFrame, bold_columns: Sequence[str] | None = None) -> str:
     """A booktabs ``tabular``; best cells as ``\\textbf{x}``."""
     headers, cells, bold = _display(table, bold_columns)
-    align = "".join("l" if h in ("method", "sigmas") else "r" for h in headers)
+    align = "".join("l" if h in TEXT_COLUMNS else "r" for h in headers)
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
              " & ".join(latex_escape(h) for h in headers) + " \\\\", "\\midrule"]
     for row, flags in zip(cells, bold, strict=True):

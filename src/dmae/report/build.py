@@ -1,0 +1,219 @@
+"""The report stage: every table, figure and the summary of a config, in one call.
+
+``write_report(cfg)`` writes exactly ``layout.table_paths(cfg)`` and ``layout.figure_paths(cfg)``
+(the outputs the workflow declares), whatever is finished: runs whose certification TSV does
+not exist yet read "not run" in the tables and are left out of the figures.
+
+It reads, for each (model, method, sigma) of the config, the certification TSV
+(``layout.certify_tsv``) and the fine-tuned checkpoint's JSON metadata
+(``checkpoint_json``: ``<finetune dir>/<certify.checkpoint>.json``), plus the packaged
+reference_results.csv.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from dmae import layout
+from dmae.io import atomic_path
+from dmae.report.analysis import Run, counts, load, radius_ceiling
+from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
+from dmae.report.tables import (
+    REFERENCE_RESULTS,
+    base_classifier_table,
+    best_sigma_table,
+    paper_comparison_table,
+    per_sigma_table,
+    read_reference,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_json(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
+    """Metadata of the fine-tuned base classifier that certification uses (best or last)."""
+    kind = cfg["certify"].get("checkpoint", "best")
+    return layout.finetune_dir(cfg, model, method, sigma) / f"{kind}.json"
+
+
+def report_runs(cfg: dict) -> list[Run]:
+    """Every certification of the config as report runs, labelled for tables and figures.
+
+    With several models the method id is ``model/method`` and the label ``label (model)``;
+    the paper name comes from ``report.paper_names["model/method"]``.
+    """
+    several_models = len(cfg["models"]) > 1
+    names = cfg["report"].get("paper_names") or {}
+    runs = []
+    for model, method, sigma in layout.runs(cfg):
+        label = cfg["methods"][method].get("label") or method
+        runs.append(Run(
+            dataset=cfg["dataset"]["name"],
+            method=f"{model}/{method}" if several_models else method,
+            sigma=float(sigma),
+            tsv=layout.certify_tsv(cfg, model, method, sigma),
+            label=f"{label} ({model})" if several_models else label,
+            paper=names.get(f"{model}/{method}"),
+            checkpoint=checkpoint_json(cfg, model, method, sigma),
+        ))
+    return runs
+
+
+def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> list[Path]:
+    """Write every table (CSV, Markdown, LaTeX), the summary and the figures of a validated
+    config; return the paths written (``layout.table_paths`` then ``layout.figure_paths``)."""
+    runs = report_runs(cfg)
+    _check_paper_names(cfg, runs, reference_csv)
+    dataset, radii = cfg["dataset"]["name"], cfg["report"]["radii"]
+    tables = layout.results_dir(cfg) / "tables"
+    figures = layout.results_dir(cfg) / "figures"
+
+    def table(name: str) -> list[Path]:
+        return [tables / f"{name}.{ext}" for ext in layout.TABLE_FORMATS]
+
+    def figure(name: str) -> list[Path]:
+        return [figures / f"{name}.{ext}" for ext in layout.FIGURE_FORMATS]
+
+    written: list[Path] = []
+    builders = {
+        "certified_accuracy": lambda: per_sigma_table(runs, dataset, radii),
+        "best_over_sigma": lambda: best_sigma_table(runs, dataset, radii),
+        "paper_comparison": lambda: paper_comparison_table(
+            runs, None, reference_csv, radii=radii,
+            reference_dataset=cfg["report"].get("reference_dataset")),
+        "base_classifiers": lambda: base_classifier_table(runs),
+    }
+    unknown = sorted(set(layout.TABLES) - set(builders))
+    if unknown:
+        raise RuntimeError(f"layout.TABLES names {unknown}, which the report cannot build")
+    for name in layout.TABLES:
+        write_table(builders[name](), table(name))
+        written += table(name)
+    summary = tables / layout.SUMMARY
+    with atomic_path(summary) as tmp:
+        tmp.write_text(summary_markdown(cfg, runs, reference_csv))
+    written.append(summary)
+
+    plotters = {"certified_accuracy": plot_certified_accuracy,
+                "best_over_sigma": plot_best_over_sigma}
+    unknown = sorted(set(layout.FIGURES) - set(plotters))
+    if unknown:
+        raise RuntimeError(f"layout.FIGURES names {unknown}, which the report cannot plot")
+    for name in layout.FIGURES:
+        plotters[name](runs, dataset, figure(name))
+        written += figure(name)
+
+    expected = layout.table_paths(cfg) + layout.figure_paths(cfg)
+    if sorted(written) != sorted(expected):
+        raise RuntimeError(f"the report wrote {sorted(map(str, written))} but the workflow "
+                           f"declares {sorted(map(str, expected))}")
+    missing = [run for run in runs if not run.done]
+    log.info("report of %s: %d of %d runs certified; tables in %s, figures in %s",
+             cfg["name"], len(runs) - len(missing), len(runs), tables, figures)
+    return written
+
+
+def _check_paper_names(cfg: dict, runs: Sequence[Run], reference_csv) -> None:
+    """Warn about report.paper_names that match no run or no published method."""
+    names = cfg["report"].get("paper_names") or {}
+    pairs = {f"{model}/{method}" for model, method, _ in layout.runs(cfg)}
+    for key in sorted(set(names) - pairs):
+        log.warning("report.paper_names.%s: no such model/method in this config", key)
+    reference = read_reference(reference_csv)
+    compared_on = cfg["report"].get("reference_dataset") or cfg["dataset"]["name"]
+    published = set(reference.loc[reference["dataset"] == compared_on, "method"])
+    for paper in sorted({run.paper for run in runs if run.paper is not None} - published):
+        log.warning("report.paper_names: %r is not a published %s method (%s); its runs are "
+                    "listed without a paper number", paper, compared_on,
+                    ", ".join(sorted(published)) or "none")
+
+
+def _fmt_sigma(sigma: float) -> str:
+    return f"{float(sigma):g}"
+
+
+def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
+                     reference_csv: str | Path = REFERENCE_RESULTS) -> str:
+    """The report's notes: the config, the certification budget and its radius ceiling per
+    sigma, images certified per run, and the runs still missing."""
+    runs = report_runs(cfg) if runs is None else list(runs)
+    cert = cfg["certify"]
+    n, n0, alpha = int(cert["n"]), int(cert["n0"]), float(cert["alpha"])
+    radii = [float(r) for r in cfg["report"]["radii"]]
+    sigmas = sorted({float(s) for s in cfg["sigmas"]})
+    unit = radius_ceiling(n, alpha, 1.0)
+    stride = int(cert.get("stride", 1))
+    subset = f"one test image in {stride:,}" if stride > 1 else "every test image"
+    lines = [
+        f"# Report summary: {cfg['name']}",
+        "",
+        f"- dataset: {cfg['dataset']['name']}",
+        f"- models: {', '.join(cfg['models'])}",
+        f"- methods: {', '.join(_method_text(cfg, m) for m in cfg['methods'])}",
+        f"- sigmas: {', '.join(_fmt_sigma(s) for s in sigmas)}",
+        f"- certification: n0 = {n0:,}, n = {n:,}, alpha = {alpha:g}; {subset} "
+        f"from index {cert.get('start', 0)}; base classifier: the "
+        f"{cert.get('checkpoint', 'best')} fine-tuning checkpoint",
+        f"- paper comparison: {_comparison_text(cfg, runs, reference_csv)}",
+        "",
+        "## Largest certifiable radius",
+        "",
+        f"With n = {n:,} samples at alpha = {alpha:g}, pA_lower is at most alpha^(1/n) = "
+        f"{alpha ** (1.0 / n):.6f} (every sample votes for the top class), so no radius above "
+        f"sigma * Phi^-1(alpha^(1/n)) = {unit:.4f} sigma can be certified: certified accuracy "
+        "at a larger radius is 0 by construction, whatever the classifier.",
+        "",
+        "| sigma | radius ceiling | report radii above it |",
+        "|---:|---:|---|",
+    ]
+    for sigma in sigmas:
+        ceiling = radius_ceiling(n, alpha, sigma)
+        above = [f"{r:g}" for r in radii if r > ceiling]
+        lines.append(f"| {_fmt_sigma(sigma)} | {ceiling:.4f} | {', '.join(above) or 'none'} |")
+    lines += ["", "## Certified images per run", "",
+              "| method | sigma | images | correct | abstained | status |",
+              "|---|---:|---:|---:|---:|---|"]
+    for run in runs:
+        if run.done:
+            c = counts(load(run.tsv))
+            lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | {c['images']:,} | "
+                         f"{c['correct']:,} | {c['abstained']:,} | done |")
+        else:
+            lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | — | — | — | not run |")
+    missing = [run for run in runs if not run.done]
+    lines += ["", "## Missing runs", ""]
+    if not missing:
+        lines.append("None: every run of the config is certified.")
+    for run in missing:
+        checkpoint = ""
+        if run.checkpoint is not None:
+            state = "exists" if run.checkpoint.is_file() else "missing too"
+            checkpoint = f"; fine-tuned checkpoint `{run.checkpoint}` {state}"
+        lines.append(f"- {run.display}, sigma {_fmt_sigma(run.sigma)}: no certification "
+                     f"`{run.tsv}`{checkpoint}")
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_text(cfg: dict, runs: Sequence[Run], reference_csv) -> str:
+    reference = read_reference(reference_csv)
+    datasets = list(dict.fromkeys(reference["dataset"]))
+    compared_on = cfg["report"].get("reference_dataset") or cfg["dataset"]["name"]
+    text = f"every published method of {', '.join(datasets)}"
+    if compared_on not in datasets:
+        return (f"{text}; the paper reports no {compared_on} results, so this config's runs "
+                "are listed with — as the paper's number")
+    mapped = {run.display: run.paper for run in runs if run.paper is not None}
+    if not mapped:
+        return (f"{text}; no run of this config maps to a published {compared_on} method "
+                "(set report.paper_names)")
+    pairs = ", ".join(f"{label} → {paper}" for label, paper in mapped.items())
+    return f"{text}; this config's runs compare with the {compared_on} rows: {pairs}"
+
+
+def _method_text(cfg: dict, method: str) -> str:
+    spec = cfg["methods"][method]
+    label = spec.get("label")
+    return f"{method} ({label})" if label and label != method else method

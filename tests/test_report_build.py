@@ -1,0 +1,257 @@
+"""The report stage (``write_report``) on a hand-written results tree laid out by dmae.layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from dmae import config as cfglib
+from dmae import layout
+from dmae.certify.smooth import certify_from_counts
+from dmae.report import radius_ceiling, read_reference
+from dmae.report.build import checkpoint_json, report_runs, summary_markdown, write_report
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tn0\tn\tnA\tpA_lower\n"
+
+# Five images each: (label, predict, radius, correct)
+TSVS = {
+    ("rs", 0.25): [(1, 1, 0.2, 1), (2, 2, 0.1, 1), (0, -1, 0.0, 0), (4, 3, 0.3, 0),
+                   (5, 5, 0.05, 1)],
+    ("dmae", 0.25): [(1, 1, 0.28, 1), (2, 2, 0.26, 1), (0, 0, 0.1, 1), (4, 4, 0.0, 0),
+                     (5, -1, 0.0, 0)],
+    ("dmae", 0.5): [(1, 1, 0.55, 1), (2, 2, 0.3, 1), (0, -1, 0.0, 0), (4, 1, 0.4, 0),
+                    (5, -1, 0.0, 0)],
+}
+# Checkpoint metadata as the training engine writes it (the keys the report reads, and more)
+CHECKPOINTS = {
+    ("rs", 0.25): {"epoch": 1, "metrics": {"val_acc": 0.14, "val_smoothed_acc": 0.125}},
+    ("dmae", 0.25): {"epoch": 3, "metrics": {"val_acc": 0.175, "val_smoothed_acc": 0.185}},
+    ("dmae", 0.5): {"epoch": 2, "metrics": {"val_acc": 0.205, "val_loss": 2.3}},  # no smoothed
+}
+
+
+@pytest.fixture
+def cfg(tmp_path) -> dict:
+    cfg = cfglib.load(REPO / "config" / "smoke.yaml")
+    cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    return cfg
+
+
+def write_tsv(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t0.1\t10\t50\t40\t0.6\n"
+             for i, (lab, pred, rad, cor) in enumerate(rows)]
+    path.write_text(HEADER + "".join(lines))
+
+
+def write_checkpoint(path: Path, model: str, method: str, sigma: float, values: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": path.stem, "task": "finetune", "model": model, "method": method,
+            "sigma": sigma, "step": 5, "metrics_epoch": values["epoch"],
+            "selection": {"metric": "val_smoothed_acc", "mode": "max"}, **values}
+    path.write_text(json.dumps(meta, indent=2))
+
+
+def populate(cfg: dict, model: str = "micro") -> None:
+    """rs at 0.25 and dmae at both sigmas are done; rs at 0.5 has neither TSV nor checkpoint."""
+    for (method, sigma), rows in TSVS.items():
+        write_tsv(layout.certify_tsv(cfg, model, method, sigma), rows)
+        write_checkpoint(checkpoint_json(cfg, model, method, sigma), model, method, sigma,
+                         CHECKPOINTS[(method, sigma)])
+
+
+def tables_dir(cfg: dict) -> Path:
+    return layout.results_dir(cfg) / "tables"
+
+
+def read_table(cfg: dict, name: str) -> pd.DataFrame:
+    return pd.read_csv(tables_dir(cfg) / f"{name}.csv", dtype=str, keep_default_na=False)
+
+
+def published_methods(dataset: str) -> list[str]:
+    reference = read_reference(REPO / "src" / "dmae" / "reference_results.csv")
+    best = reference[(reference["dataset"] == dataset) & (reference["sigma"] == "best")]
+    return list(dict.fromkeys(best["method"]))
+
+
+def test_write_report_writes_every_declared_output(cfg):
+    populate(cfg)
+    written = write_report(cfg)
+    declared = layout.table_paths(cfg) + layout.figure_paths(cfg)
+    assert written == declared
+    assert {p.name for p in declared} >= {"base_classifiers.md", "summary.md",
+                                          "paper_comparison.tex", "best_over_sigma.pdf"}
+    for path in declared:
+        assert path.is_file() and path.stat().st_size > 0, path
+    for path in layout.figure_paths(cfg):
+        magic = b"\x89PNG" if path.suffix == ".png" else b"%PDF"
+        assert path.read_bytes()[:4] == magic
+    # nothing else (no leftover temporary files) in the output folders
+    for folder in {p.parent for p in declared}:
+        assert sorted(folder.iterdir()) == sorted(p for p in declared if p.parent == folder)
+
+    # the per-sigma table keeps the missing run, with "not run"
+    md = (tables_dir(cfg) / "certified_accuracy.md").read_text()
+    assert "| rs | 0.5 | not run |" in md
+    # bold-best marking in Markdown and LaTeX, none in the CSV
+    assert "**" in (tables_dir(cfg) / "best_over_sigma.md").read_text()
+    assert r"\textbf{" in (tables_dir(cfg) / "best_over_sigma.tex").read_text()
+    assert "**" not in (tables_dir(cfg) / "best_over_sigma.csv").read_text()
+
+
+def test_write_report_without_any_finished_run(cfg):
+    written = write_report(cfg)  # a fresh results tree: nothing fine-tuned or certified
+    assert written == layout.table_paths(cfg) + layout.figure_paths(cfg)
+    assert all(p.is_file() for p in written)
+    best = read_table(cfg, "best_over_sigma")
+    assert list(best["method"]) == ["rs", "dmae"] and set(best["r=0"]) == {""}
+    assert "| rs |  | not run | not run |" in (tables_dir(cfg) / "best_over_sigma.md").read_text()
+    base = (tables_dir(cfg) / "base_classifiers.md").read_text().splitlines()
+    assert base[2] == "| rs | 0.25 | not run | not run | not run | not run | not run | not run |"
+    paper = read_table(cfg, "paper_comparison")
+    assert set(paper["this run %"]) == {"not run"}
+    summary = (tables_dir(cfg) / "summary.md").read_text()
+    assert summary.count("no certification") == 4
+
+
+def test_paper_table_lists_every_published_method(cfg):
+    populate(cfg)
+    write_report(cfg)
+    table = read_table(cfg, "paper_comparison")
+    assert list(table.columns) == ["dataset", "method", "radius", "paper %", "this run %", "run"]
+    assert list(dict.fromkeys(table["dataset"])) == ["imagenet", "cifar10", "fashion-mnist"]
+    for dataset in ("imagenet", "cifar10"):
+        rows = table[table["dataset"] == dataset]
+        assert list(dict.fromkeys(rows["method"])) == published_methods(dataset)
+        assert set(rows["this run %"]) == {"not run"} and set(rows["run"]) == {"—"}
+        assert "—" not in set(rows["paper %"])
+    imagenet_dmae = table[(table["dataset"] == "imagenet") & (table["method"] == "DMAE ViT-L")]
+    assert list(imagenet_dmae["paper %"]) == ["73.6", "64.6", "53.7", "41.5", "27.5"]
+    # this config's runs (Fashion-MNIST, no paper counterpart), at the config's radii
+    ours = table[table["dataset"] == "fashion-mnist"]
+    assert ours[["method", "radius", "paper %", "this run %"]].values.tolist() == [
+        ["rs", "0.0", "—", "60.0"], ["rs", "0.25", "—", "0.0"],
+        ["rs", "0.5", "—", "0.0"], ["rs", "1.0", "—", "0.0"],
+        # best over sigma 0.25 and 0.5: r=0 -> 60, r=0.25 -> 40 (0.25), r=0.5 -> 20 (0.5)
+        ["dmae", "0.0", "—", "60.0"], ["dmae", "0.25", "—", "40.0"],
+        ["dmae", "0.5", "—", "20.0"], ["dmae", "1.0", "—", "0.0"],
+    ]
+    md = (tables_dir(cfg) / "paper_comparison.md").read_text()
+    assert "| cifar10 | SmoothMix | 0.25 | 67.9 | not run | — |" in md
+    assert "**" not in md
+
+
+def test_paper_names_put_a_run_on_its_published_row(cfg, caplog):
+    cfg["methods"]["dmae"]["label"] = "DMAE + CR"
+    cfg["report"].update(reference_dataset="cifar10",
+                         paper_names={"micro/dmae": "DMAE ViT-B", "micro/mae": "MAE"})
+    cfglib.validate(cfg)
+    populate(cfg)
+    with caplog.at_level(logging.WARNING, logger="dmae.report.build"):
+        write_report(cfg)
+    assert "report.paper_names.micro/mae: no such model/method" in caplog.text
+    table = read_table(cfg, "paper_comparison")
+    dmae = table[(table["dataset"] == "cifar10") & (table["method"] == "DMAE ViT-B")]
+    # published radii 0.25, 0.5, 0.75, 1.0; ours: best over sigma 0.25 and 0.5
+    assert dmae[["radius", "paper %", "this run %", "run"]].values.tolist() == [
+        ["0.25", "79.2", "40.0", "DMAE + CR"], ["0.5", "64.6", "20.0", "DMAE + CR"],
+        ["0.75", "47.3", "0.0", "DMAE + CR"], ["1.0", "36.1", "0.0", "DMAE + CR"],
+    ]
+    # the same method on ImageNet and the other CIFAR-10 methods are not run
+    others = table[(table["dataset"] != "fashion-mnist")
+                   & ~((table["dataset"] == "cifar10") & (table["method"] == "DMAE ViT-B"))]
+    assert set(others["this run %"]) == {"not run"}
+    # rs has no paper name: listed once, as its own row, with "—" as the paper's number
+    assert sorted(set(table.loc[table["paper %"] == "—", "method"])) == ["rs"]
+    assert "DMAE + CR" not in set(table.loc[table["dataset"] == "fashion-mnist", "method"])
+    summary = (tables_dir(cfg) / "summary.md").read_text()
+    assert "DMAE + CR → DMAE ViT-B" in summary
+
+
+def test_several_models_label_runs_by_model(cfg):
+    cfg["models"]["tiny"] = dict(cfg["models"]["micro"])
+    cfg["report"]["paper_names"] = {"tiny/dmae": "DMAE ViT-B"}
+    runs = report_runs(cfg)
+    assert len(runs) == 2 * 2 * 2
+    tiny = [r for r in runs if r.method == "tiny/dmae"]
+    assert [(r.sigma, r.display, r.paper) for r in tiny] == [(0.25, "dmae (tiny)", "DMAE ViT-B"),
+                                                             (0.5, "dmae (tiny)", "DMAE ViT-B")]
+    assert tiny[0].tsv == layout.certify_tsv(cfg, "tiny", "dmae", 0.25)
+    assert tiny[0].checkpoint == layout.finetune_dir(cfg, "tiny", "dmae", 0.25) / "best.json"
+    assert {r.paper for r in runs if r.method != "tiny/dmae"} == {None}
+    cfg["certify"]["checkpoint"] = "last"
+    assert report_runs(cfg)[0].checkpoint.name == "last.json"
+    populate(cfg, model="tiny")
+    write_report(cfg)
+    best = read_table(cfg, "best_over_sigma")
+    assert list(best["method"]) == ["rs (micro)", "dmae (micro)", "rs (tiny)", "dmae (tiny)"]
+    assert list(best["r=0"][:2]) == ["", ""] and list(best["r=0"][2:]) == ["60.0", "60.0"]
+
+
+def test_base_classifier_table_values(cfg):
+    populate(cfg)
+    write_report(cfg)
+    table = read_table(cfg, "base_classifiers")
+    assert list(table.columns) == ["method", "sigma", "epoch", "val acc %",
+                                   "val smoothed acc %", "images", "smoothed test acc %", "ACR"]
+    rows = {(r["method"], r["sigma"]): r for r in table.to_dict("records")}
+    rs = rows[("rs", "0.25")]
+    assert rs["epoch"] == "1"
+    assert float(rs["val acc %"]) == pytest.approx(14.0)
+    assert float(rs["val smoothed acc %"]) == pytest.approx(12.5)
+    assert rs["images"] == "5" and float(rs["smoothed test acc %"]) == pytest.approx(60.0)
+    assert float(rs["ACR"]) == pytest.approx((0.2 + 0.1 + 0.05) / 5)
+    dmae = rows[("dmae", "0.5")]
+    assert dmae["epoch"] == "2" and float(dmae["val acc %"]) == pytest.approx(20.5)
+    assert dmae["val smoothed acc %"] == "—"  # the checkpoint did not record it
+    assert float(dmae["smoothed test acc %"]) == pytest.approx(40.0)
+    assert rows[("rs", "0.5")]["epoch"] == "" and rows[("rs", "0.5")]["ACR"] == ""
+
+    md = (tables_dir(cfg) / "base_classifiers.md").read_text().splitlines()
+    assert md[0] == ("| method | sigma | epoch | val acc % | val smoothed acc % | images "
+                     "| smoothed test acc % | ACR |")
+    assert md[2] == "| rs | 0.25 | 1 | 14.0 | 12.5 | 5 | **60.0** | 0.070 |"
+    assert md[3] == "| rs | 0.5 | not run | not run | not run | not run | not run | not run |"
+    assert md[4] == "| dmae | 0.25 | 3 | 17.5 | **18.5** | 5 | **60.0** | 0.128 |"
+    assert md[5] == "| dmae | 0.5 | 2 | **20.5** | — | 5 | 40.0 | **0.170** |"
+    tex = (tables_dir(cfg) / "base_classifiers.tex").read_text()
+    assert r"dmae & 0.5 & 2 & \textbf{20.5} & — & 5 & 40.0 & \textbf{0.170} \\" in tex
+
+
+def test_radius_ceiling():
+    assert radius_ceiling(10_000, 0.001, 1.0) == pytest.approx(3.1986, abs=1e-4)
+    assert radius_ceiling(100_000, 0.001, 1.0) == pytest.approx(3.8115, abs=1e-4)
+    assert radius_ceiling(100_000, 0.001, 0.5) == pytest.approx(0.5 * 3.8115, abs=1e-4)
+    # what CERTIFY returns when every one of the n samples votes for the top class
+    for n, alpha, sigma in ((50, 0.001, 0.5), (1000, 0.001, 0.25), (100_000, 0.01, 1.0)):
+        _, _, radius = certify_from_counts(n, n, alpha, sigma)
+        assert radius_ceiling(n, alpha, sigma) == pytest.approx(radius, rel=1e-9)
+    assert radius_ceiling(1, 0.001, 1.0) == 0.0  # one sample can never certify
+    for bad in ((0, 0.001), (10.5, 0.001), (10, 0.0), (10, 1.0)):
+        with pytest.raises(ValueError):
+            radius_ceiling(*bad)
+
+
+def test_summary(cfg):
+    populate(cfg)
+    text = summary_markdown(cfg)
+    assert text.startswith("# Report summary: smoke\n")
+    assert "- dataset: fashion-mnist" in text
+    assert "n0 = 10, n = 50, alpha = 0.001" in text
+    ceiling = radius_ceiling(50, 0.001, 1.0)
+    assert f"= {ceiling:.4f} sigma" in text
+    assert f"| 0.25 | {0.25 * ceiling:.4f} | 0.5, 1 |" in text
+    assert f"| 0.5 | {0.5 * ceiling:.4f} | 1 |" in text
+    assert "| dmae | 0.5 | 5 | 2 | 2 | done |" in text
+    assert "| rs | 0.5 | — | — | — | not run |" in text
+    missing = [line for line in text.splitlines() if "no certification" in line]
+    assert len(missing) == 1 and missing[0].startswith("- rs, sigma 0.5:")
+    assert str(layout.certify_tsv(cfg, "micro", "rs", 0.5)) in missing[0]
+    assert "the paper reports no fashion-mnist results" in text
+    assert not math.isnan(ceiling)
