@@ -104,6 +104,15 @@ def test_smoke_run_produces_every_table_and_figure(smoke_run):
 
 
 @needs_fmnist
+def test_snakemake_report_bundles_figures_and_tables(smoke_run, tmp_path):
+    workdir, path, _ = smoke_run
+    snakemake(workdir, path, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "best_over_sigma.png" in html and "certified_accuracy.csv" in html
+    assert "reconstructions_micro-dmae.png" in html
+
+
+@needs_fmnist
 def test_finished_run_has_nothing_to_do(smoke_run):
     workdir, path, _ = smoke_run
     assert planned_jobs(snakemake(workdir, path, "-n")) == {}
