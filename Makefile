@@ -32,3 +32,18 @@ lint: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# DVC remote (docs/dvc.md). STAGES names dvc.yaml stages (e.g. STAGES=pretrain-vit_s-dmae);
+# empty means all of them.
+STAGES ?=
+.PHONY: pull push
+
+## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, then
+## mark what DVC reports up to date as done for Snakemake (it would rerun it otherwise)
+pull: venv
+	$(BIN)/dvc pull --with-deps $(STAGES)
+	$(BIN)/python -m dmae.dvcstages --touch
+
+## make push: upload the data and checkpoints recorded in dvc.lock to the DVC remote
+push: venv
+	$(BIN)/dvc push --with-deps $(STAGES)

@@ -384,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="PNG (or PDF) to write")
     p.set_defaults(func=cmd_reconstruct)
 
+    sub.add_parser(
+        "dvc-yaml", add_help=False,
+        help="write dvc.yaml from a config (--check: fail if stale; --touch: after dvc pull)",
+    )
+
     p = sub.add_parser(
         "import-checkpoint", parents=[common],
         help="convert the authors' published DMAE .pth into this project's checkpoint format",
@@ -402,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dvc-yaml"]:  # its own parser: generate or check dvc.yaml, or --touch
+        from dmae import dvcstages
+
+        return dvcstages.main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log", None), getattr(args, "verbose", False))
     from dmae.data import DataError

@@ -51,7 +51,8 @@ def code(*parts):
     for part in parts:
         path = SRC / part
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return [str(f) for f in files]
+    # Relative to the working directory, so a moved checkout is not "changed input files".
+    return [os.path.relpath(f) for f in files]
 
 
 def settings(obj):
