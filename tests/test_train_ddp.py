@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_engine import stripes
 from timm.models.vision_transformer import VisionTransformer
-from torch.utils.data import TensorDataset
 
 from dmae.train import TrainHParams, read_metrics, train
 
@@ -101,12 +101,3 @@ def tiny_vit() -> VisionTransformer:
                              depth=2, num_heads=2, global_pool="avg", fc_norm=True)
 
 
-def stripes(n: int, seed: int) -> TensorDataset:
-    """Two separable classes: horizontal vs vertical stripes on [0,1] pixels."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    pattern = (torch.arange(28) // 2 % 2).float() * 0.4 - 0.2
-    x = 0.5 + 0.05 * torch.randn(n, 1, 28, 28, generator=g)
-    x[y == 0] += pattern.view(1, 28, 1)
-    x[y == 1] += pattern.view(1, 1, 28)
-    return TensorDataset(x, y)
