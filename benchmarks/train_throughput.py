@@ -1,134 +1,306 @@
-"""Training throughput (images/s) of the DMAE engine for a small ViT on the current device.
+"""Training throughput (images/s) of the project's own models and optimizer steps.
 
-Runs ``dmae.train.train`` on synthetic data for two short epochs and reports the second
-(the first pays for torch.compile and allocator warm-up). Examples::
+Times three kinds of training step of the model a config defines (``config/default.yaml``:
+the Fashion-MNIST ViT), built with ``dmae.models.build_pretrain_model`` / ``build_classifier``
+from the settings ``dmae.config`` resolves, exactly as ``dmae pretrain`` / ``dmae finetune``
+build them:
 
-    python benchmarks/train_throughput.py                       # fine-tune step, CR on
-    python benchmarks/train_throughput.py --no-consistency      # Gaussian-noise training only
-    python benchmarks/train_throughput.py --pretrain            # MAE-like pretraining step
-    python benchmarks/train_throughput.py --img-size 224 --patch 16 --dim 768 --depth 12 \\
-        --heads 12 --batch 128                                  # ViT-B/16 (GPU)
+- DMAE pretraining: noise + 75% masking + encoder + decoder + loss (the model's own forward),
+- fine-tuning with consistency regularization (m noisy copies of each image, m from the
+  config, 2 by default; the consistency loss of ``dmae.train``),
+- fine-tuning with Gaussian noise only (RS / no consistency).
+
+Each step is the engine's: noise on [0, 1] pixels, autocast as ``runtime.amp`` resolves on the
+device, loss, backward, learning rate from the MAE schedule (``lr_at`` / ``set_lr``), one
+AdamW step over ``dmae.train.build_optimizer``'s parameter groups (weight decay and layer-wise
+lr decay as configured), ``zero_grad``. Inputs are random [0, 1] tensors of the model's
+shape, so data loading is not included (``benchmarks/reproduce_budget.py`` times whole epochs
+on the real data). With CUDA present it also times the paper's ViT-B/16 at 224x224 under bf16
+autocast (``--no-vit-b`` skips it).
+
+Attention must run through PyTorch's fused ``scaled_dot_product_attention``: the script
+prints timm's ``Attention.fused_attn`` flag of every block of the models it builds and exits
+with an error if any block would use the unfused path.
+
+The images/s figure is the batch size over the MEDIAN step time, so a step slowed down by
+another process on a shared machine does not move it; CPU seconds per image (process time,
+all threads) are printed beside it. Examples::
+
+    python benchmarks/train_throughput.py                         # config/default.yaml, CPU
+    python benchmarks/train_throughput.py --threads 1 --steps 30  # one core
+    python benchmarks/train_throughput.py --device cuda --batch 128
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models.vision_transformer import Block, VisionTransformer
-from torch import nn
-from torch.utils.data import TensorDataset
 
-from dmae.train import TrainHParams, read_metrics, train
+from dmae import config as cfglib
+from dmae.models import add_gaussian_noise, build_classifier, build_pretrain_model
+from dmae.train import TrainHParams, build_optimizer, classification_loss, consistency_loss
+from dmae.train.optim import lr_at, peak_lr, set_lr
 
-
-class Classifier(VisionTransformer):
-    """timm ViT on [0,1] pixels (normalizes inside, like the project's classifier)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward((x - 0.5) / 0.5)
+REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "imagenet": 1000}
 
 
-class PretrainLike(nn.Module):
-    """A stand-in with DMAE's pretraining cost profile: noise, keep 25% of the patches,
-    encode them with a ViT, decode all patches with a light decoder, MSE to the clean patches.
-    """
+@dataclass
+class Timing:
+    what: str
+    batch: int  # images per optimizer step (before the m copies of consistency)
+    step_times: list[float]  # wall seconds of each timed step
+    cpu_s: float  # process CPU time of all timed steps
 
-    def __init__(self, img_size: int, patch: int, dim: int, depth: int, heads: int,
-                 in_chans: int, sigma: float = 0.25, mask_ratio: float = 0.75) -> None:
-        super().__init__()
-        self.sigma, self.mask_ratio, self.patch = sigma, mask_ratio, patch
-        self.encoder = VisionTransformer(img_size=img_size, patch_size=patch, in_chans=in_chans,
-                                         embed_dim=dim, depth=depth, num_heads=heads,
-                                         num_classes=0, class_token=False, global_pool="")
-        n, dec = (img_size // patch) ** 2, max(dim // 2, 32)
-        self.decoder_embed = nn.Linear(dim, dec)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dec))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n, dec))
-        self.decoder_blocks = nn.Sequential(*[Block(dec, max(heads // 2, 1)) for _ in range(2)])
-        self.decoder_pred = nn.Linear(dec, patch * patch * in_chans)
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / statistics.median(self.step_times)
 
-    def no_weight_decay(self) -> set[str]:
-        return {"mask_token", "decoder_pos_embed", "encoder.pos_embed"}
+    @property
+    def best_images_per_s(self) -> float:
+        return self.batch / min(self.step_times)
 
-    def forward(self, imgs: torch.Tensor):
-        enc = self.encoder
-        x = enc.patch_embed((imgs + self.sigma * torch.randn_like(imgs) - 0.5) / 0.5)
-        x = x + enc.pos_embed
-        b, n, d = x.shape
-        keep = int(n * (1 - self.mask_ratio))
-        order = torch.rand(b, n, device=x.device).argsort(1)
-        kept = order[:, :keep]
-        x = enc.norm(enc.blocks(torch.gather(x, 1, kept[..., None].expand(-1, -1, d))))
-        y = self.mask_token.expand(b, n, -1).clone()
-        y = y.scatter(1, kept[..., None].expand(-1, -1, y.shape[-1]), self.decoder_embed(x))
-        pred = self.decoder_pred(self.decoder_blocks(y + self.decoder_pos_embed))
-        p = self.patch
-        target = imgs.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(b, n, -1)
-        mask = torch.ones(b, n, device=x.device).scatter(1, kept, 0.0)
-        return ((pred - target) ** 2).mean(), pred, mask
+    @property
+    def cpu_ms_per_image(self) -> float:
+        return 1e3 * self.cpu_s / (self.batch * len(self.step_times))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pretrain", action="store_true", help="time a pretraining-like step")
-    ap.add_argument("--img-size", type=int, default=32)
-    ap.add_argument("--in-chans", type=int, default=3)
-    ap.add_argument("--patch", type=int, default=4)
-    ap.add_argument("--dim", type=int, default=192)
-    ap.add_argument("--depth", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=64, help="per device")
-    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per timed epoch")
-    ap.add_argument("--sigma", type=float, default=0.25)
-    ap.add_argument("--no-consistency", action="store_true")
-    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
-    ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = ap.parse_args()
+    ap.add_argument("--config", default=str(REPO / "config" / "default.yaml"),
+                    help="project config whose model and hyperparameters are timed")
+    ap.add_argument("--model", default=None, help="a key of the config's models (default: first)")
+    ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps per mode")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, "
+                    "oneDNN / cuDNN autotuning, torch.compile)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="images per step for every mode (default: the config's pretrain and "
+                         "finetune batch_size)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    ap.add_argument("--compile", choices=("auto", "true", "false"), default=None,
+                    help="torch.compile the model (default: the config's runtime.compile; "
+                         "auto = CUDA only, as the engine)")
+    ap.add_argument("--vit-b-batch", type=int, default=64,
+                    help="per-step batch of the ViT-B/16 runs on CUDA")
+    ap.add_argument("--no-vit-b", action="store_true", help="skip ViT-B/16 even on CUDA")
+    return ap.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The engine's rule: bf16 on CUDA for 'auto', fp32 on the CPU unless asked."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def check_fused_attention(model: torch.nn.Module, name: str) -> bool:
+    """Print timm's ``fused_attn`` of every attention block; True when all are fused."""
+    flags = [bool(m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
+    ok = bool(flags) and all(flags)
+    print(f"  {name}: {len(flags)} attention blocks, fused_attn (F.scaled_dot_product_"
+          f"attention) = {sorted(set(flags)) if flags else 'none found'}"
+          f"{'' if ok else '  <-- NOT FUSED'}")
+    return ok
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int,
+               device: torch.device) -> tuple[list[float], float]:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    cpu0 = time.process_time()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times, time.process_time() - cpu0
+
+
+def pretrain_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
+                  autocast) -> Callable[[], None]:
+    """The engine's pretraining step: model(imgs) adds noise and masks; AdamW on its groups."""
+    opt = build_optimizer(model, hp)
+    lr = peak_lr(hp)
+    state = {"step": 0}
+
+    def step() -> None:
+        with autocast():
+            loss = model(imgs)[0].float()
+        loss.backward()
+        set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+
+    return step
+
+
+def finetune_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
+                  labels: torch.Tensor, consistency: bool, autocast) -> Callable[[], None]:
+    """The engine's fine-tuning step: m noisy copies (or one), CE or the consistency loss."""
+    opt = build_optimizer(model, hp)
+    lr = peak_lr(hp)
+    copies = hp.consistency.m if consistency else 1
+    c = hp.consistency
+    state = {"step": 0}
+
+    def step() -> None:
+        x = imgs.repeat(copies, 1, 1, 1) if copies > 1 else imgs
+        x = add_gaussian_noise(x, hp.sigma)
+        with autocast():
+            logits = model(x)
+        if copies == 1:
+            loss = classification_loss(logits, labels, hp.label_smoothing)
+        else:
+            loss = consistency_loss(logits.chunk(copies), labels, c.lam, c.eta,
+                                    hp.label_smoothing)
+        loss.backward()
+        set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+
+    return step
+
+
+def _maybe_compile(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
+    if mode == "true" or (mode == "auto" and device.type == "cuda"):
+        return torch.compile(model)
+    return model
+
+
+def bench_models(label: str, pre_cfg: dict, pre_hp: dict, clf_cfg: dict, ft_hp: dict,
+                 num_classes: int, args: argparse.Namespace, device: torch.device,
+                 batches: tuple[int, int], compile_mode: str) -> tuple[list[Timing], bool]:
+    """Time pretraining and both fine-tuning modes of one architecture."""
+    torch.manual_seed(0)
+    pre_hp = TrainHParams.from_dict(pre_hp)
+    ft_hp = TrainHParams.from_dict(ft_hp)
+    amp = _amp_dtype(ft_hp.amp, device)
+
+    def autocast():
+        return (torch.autocast(device.type, dtype=amp) if amp is not None
+                else contextlib.nullcontext())
+
+    pre_model = build_pretrain_model(pre_cfg).to(device).train()
+    fused = check_fused_attention(pre_model, f"{label} pretraining model")
+    clf = build_classifier(clf_cfg, num_classes)
+    fused &= check_fused_attention(clf, f"{label} classifier")
+    c, h, w = pre_model.in_chans, pre_model.img_size, pre_model.img_size
+    results = []
+
+    pre_b, ft_b = batches
+    imgs = torch.rand(pre_b, c, h, w, device=device)
+    step = pretrain_step(_maybe_compile(pre_model, compile_mode, device), pre_hp, imgs, autocast)
+    times, cpu = time_steps(step, args.steps, args.warmup, device)
+    results.append(Timing(f"{label} pretrain (sigma {pre_model.sigma:g}, mask "
+                          f"{pre_model.mask_ratio:g})", pre_b, times, cpu))
+    del pre_model, step
+
+    imgs = torch.rand(ft_b, c, h, w, device=device)
+    labels = torch.randint(0, num_classes, (ft_b,), device=device)
+    for consistency in (True, False):
+        torch.manual_seed(0)
+        model = build_classifier(clf_cfg, num_classes).to(device).train()
+        step = finetune_step(_maybe_compile(model, compile_mode, device), ft_hp, imgs, labels,
+                             consistency, autocast)
+        times, cpu = time_steps(step, args.steps, args.warmup, device)
+        what = (f"{label} finetune, consistency m={ft_hp.consistency.m}" if consistency
+                else f"{label} finetune, noise only (RS)")
+        results.append(Timing(what, ft_b, times, cpu))
+    return results, fused
+
+
+def print_table(results: list[Timing], device: torch.device, threads: int) -> None:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\ndevice {where}, torch {torch.__version__}, {threads} CPU threads")
+    print(f"{'mode':58s} {'batch':>5s} {'img/s':>8s} {'best':>8s} {'CPU ms/img':>10s}")
+    for r in results:
+        print(f"{r.what:58s} {r.batch:5d} {r.images_per_s:8.0f} {r.best_images_per_s:8.0f} "
+              f"{r.cpu_ms_per_image:10.3f}")
+    print("img/s: batch / median step time (an optimizer step; consistency runs m copies of "
+          "each image but counts it once); best: batch / fastest step; CPU ms/img: process "
+          "time of all threads per image")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    torch.manual_seed(0)
-    shape = (args.in_chans, args.img_size, args.img_size)
-    n_train = args.batch * args.steps
-    data = TensorDataset(torch.rand(n_train, *shape), torch.randint(0, 10, (n_train,)))
-    val = TensorDataset(torch.rand(args.batch, *shape), torch.randint(0, 10, (args.batch,)))
-    compile_ = {"auto": "auto", "true": True, "false": False}[args.compile]
-    common = {"epochs": 2, "batch_size": args.batch, "blr": 1e-4, "amp": args.amp,
-              "compile": compile_, "eval_every": 2}
-    if args.pretrain:
-        model = PretrainLike(args.img_size, args.patch, args.dim, args.depth, args.heads,
-                             args.in_chans, sigma=args.sigma)
-        hp = TrainHParams.from_dict({**common, "task": "pretrain"})
-        what = "pretrain (mask 0.75, 2-block decoder)"
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        model = Classifier(img_size=args.img_size, patch_size=args.patch, in_chans=args.in_chans,
-                           num_classes=10, embed_dim=args.dim, depth=args.depth,
-                           num_heads=args.heads, global_pool="avg", fc_norm=True)
-        consistency = {"enabled": not args.no_consistency, "m": 2}
-        hp = TrainHParams.from_dict({**common, "task": "finetune", "sigma": args.sigma,
-                                     "layer_decay": 0.65, "eval_noise_samples": 1,
-                                     "consistency": consistency})
-        what = f"finetune ({'m=2 consistency' if consistency['enabled'] else 'noise only'})"
+        device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        train(model, data, val, hp, out, device=args.device, progress=False)
-        rows = read_metrics(out / "metrics.csv")
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    device = next(model.parameters()).device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"{what}: ViT dim {args.dim} depth {args.depth} patch {args.patch} "
-          f"img {args.img_size} ({params:.2f}M params), batch {args.batch}, device {name}, "
-          f"threads {torch.get_num_threads()}, amp {hp.amp}, compile {hp.compile}")
-    print(f"warm-up epoch: {float(rows[0]['images_per_s']):.1f} images/s; "
-          f"timed epoch: {float(rows[1]['images_per_s']):.1f} images/s "
-          f"({args.steps} steps)")
+    cfg = cfglib.load(args.config)
+    model = args.model or next(iter(cfg["models"]))
+    pretraining = "dmae" if "dmae" in cfg["pretrainings"] else next(iter(cfg["pretrainings"]))
+    # the config's consistency method, the one fine-tuning from this pretraining first
+    # (dmae + CR), at the middle sigma
+    cr_methods = sorted((s["pretraining"] != pretraining, m) for m, s in cfg["methods"].items()
+                        if s["consistency"])
+    cr_methods = [m for _, m in cr_methods]
+    method = cr_methods[0] if cr_methods else next(iter(cfg["methods"]))
+    sigma = sorted(cfg["sigmas"])[len(cfg["sigmas"]) // 2]
+    pre_cfg, pre_hp = cfglib.pretrain_settings(cfg, model, pretraining)
+    clf_cfg, ft_hp = cfglib.finetune_settings(cfg, model, method, sigma)
+    ft_hp.pop("randaugment", None)
+    compile_mode = args.compile or str(cfg["runtime"]["compile"]).lower()
+    batches = (args.batch or pre_hp["batch_size"], args.batch or ft_hp["batch_size"])
+    num_classes = NUM_CLASSES[cfg["dataset"]["name"]]
+    print(f"{args.config}: model {model} ({pre_cfg['arch']}), pretraining {pretraining}, "
+          f"fine-tuning {method} at sigma {sigma:g}; {args.steps} timed steps after "
+          f"{args.warmup} warm-up steps; compile {compile_mode}")
+    results, fused = bench_models(model, pre_cfg, pre_hp, clf_cfg, ft_hp, num_classes, args,
+                                  device, batches, compile_mode)
+
+    if device.type == "cuda" and not args.no_vit_b:
+        # The paper's ViT-B/16 at 224x224 (ImageNet), bf16 autocast as the engine on CUDA.
+        vit_b = {"arch": "vit_base_patch16"}
+        common = {"amp": "bf16", "compile": False, "seed": 0}
+        vb_pre_hp = {**common, "task": "pretrain", "batch_size": args.vit_b_batch,
+                     "blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95]}
+        vb_ft_hp = {**common, "task": "finetune", "batch_size": args.vit_b_batch, "blr": 5e-4,
+                    "weight_decay": 0.05, "layer_decay": 0.65, "label_smoothing": 0.1,
+                    "sigma": 0.5, "consistency": {"enabled": True, "m": 2, "lambda": 2.0,
+                                                  "eta": 0.5}}
+        vb_clf = {**vit_b, "global_pool": "avg", "drop_path_rate": 0.1}
+        vb, vb_fused = bench_models("ViT-B/16 224 bf16", {**vit_b, "sigma": 0.25}, vb_pre_hp,
+                                    vb_clf, vb_ft_hp, 1000, args, device,
+                                    (args.vit_b_batch, args.vit_b_batch), compile_mode)
+        results += vb
+        fused &= vb_fused
+    elif device.type != "cuda":
+        print("  (no CUDA device: ViT-B/16 at 224 not timed)")
+
+    print_table(results, device, torch.get_num_threads())
+    if not fused:
+        print("error: some attention blocks do not use F.scaled_dot_product_attention "
+              "(timm's fused_attn is False; check TIMM_FUSED_ATTN)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -56,6 +56,7 @@ def test_missing_and_unparsable_files(tmp_path):
 def test_finetune_settings_precedence(smoke):
     cfg = copy.deepcopy(smoke)
     cfg["models"]["micro"]["finetune"] = {"epochs": 3}
+    cfg["methods"]["rs"]["finetune"] = {"epochs": 4, "layer_decay": None}
     cfg["finetune_per_sigma"] = {"0.5": {"epochs": 7, "consistency": {"eta": 0.1}}}
     cfglib.validate(cfg)
 
@@ -68,6 +69,8 @@ def test_finetune_settings_precedence(smoke):
     assert hp50["consistency"] == {"m": 2, "lambda": 2.0, "eta": 0.1, "enabled": True}
     assert hp25["consistency"]["eta"] == 0.5
     assert hp_rs["consistency"]["enabled"] is False  # RS: plain Gaussian training
+    assert hp_rs["layer_decay"] is None and hp_rs["epochs"] == 7  # method, then per-sigma
+    assert cfglib.finetune_settings(cfg, "micro", "rs", 0.25)[1]["epochs"] == 4
     assert hp50["sigma"] == 0.5 and hp50["task"] == "finetune"
     assert model_cfg["arch"] == "vit_micro" and "finetune" not in model_cfg
 
@@ -83,3 +86,15 @@ def test_pretrain_settings_carry_noise_and_mask(smoke):
 def test_sigma_key_is_canonical():
     assert cfglib.sigma_key(1) == cfglib.sigma_key("1.0") == "1.0"
     assert cfglib.sigma_key(0.25) == "0.25"
+
+
+def test_ablation_config_is_the_default_plus_the_ablation(repo):
+    """The ablation copies the default value for value; only its name and one method differ."""
+    default = cfglib.load(repo / "config" / "default.yaml")
+    ablation = cfglib.load(repo / "config" / "fashion-mnist-ablation.yaml")
+    extra = {k: v for k, v in ablation["methods"].items() if k not in default["methods"]}
+    assert extra == {"dmae_nocr": {**ablation["methods"]["dmae_nocr"], "consistency": False}}
+    assert extra["dmae_nocr"]["pretraining"] == "dmae"
+    rest = lambda cfg: {k: v for k, v in cfg.items() if k not in ("name", "methods")}  # noqa: E731
+    assert rest(ablation) == rest(default)
+    assert {k: ablation["methods"][k] for k in default["methods"]} == default["methods"]

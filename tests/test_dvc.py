@@ -84,6 +84,13 @@ def test_certify_sidecars_are_the_ones_dmae_writes():
     assert dvcstages._sidecar(tsv) == meta_path(tsv)
 
 
+def _repo_relative(path: str, workdir: Path) -> str:
+    """A job's path as the repository sees it: code files (listed relative to the scratch
+    working directory) become src/..., workflow outputs stay as they are."""
+    full = Path(os.path.normpath(workdir / path))
+    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else path
+
+
 @pytest.mark.parametrize("configfile", sorted(str(p.relative_to(REPO))
                                               for p in (REPO / "config").glob("*.yaml")))
 def test_stages_follow_the_snakemake_dag(tmp_path, configfile):
@@ -104,8 +111,7 @@ def test_stages_follow_the_snakemake_dag(tmp_path, configfile):
             job = {"rule": m[1], "input": [], "output": []}
             jobs.append(job)
         elif job and (m := re.match(r"^    (input|output): (.*)$", line)):
-            job[m[1]] = [str(Path(p).relative_to(REPO)) if Path(p).is_absolute() else p
-                         for p in m[2].split(", ")]
+            job[m[1]] = [_repo_relative(p, tmp_path) for p in m[2].split(", ")]
     jobs = [j for j in jobs if j["rule"] not in ("default", "all")]
     assert {j["rule"] for j in jobs} >= {"prepare_data", "pretrain", "finetune",
                                         "certify_shard", "merge_certify", "report"}

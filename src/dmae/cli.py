@@ -289,6 +289,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from dmae.report.figures import reconstruction_grid
 
     cfg = cfglib.load(args.config)
+    _set_threads(cfg, args.threads)
     state, meta = load_checkpoint(args.checkpoint)
     model = build_pretrain_model(meta["model_cfg"])
     load_into(model, state, source=str(args.checkpoint))

@@ -125,12 +125,13 @@ def pretrain_settings(cfg: dict, model: str, pretraining: str) -> tuple[dict, di
 def finetune_settings(cfg: dict, model: str, method: str, sigma: float) -> tuple[dict, dict]:
     """(classifier config, training hyperparameters) of one fine-tuning run.
 
-    Precedence, later wins: finetune, models.<model>.finetune, finetune_per_sigma.<sigma>,
-    and the method's switch for consistency regularization.
+    Precedence, later wins: finetune, models.<model>.finetune, methods.<method>.finetune,
+    finetune_per_sigma.<sigma>, and the method's switch for consistency regularization.
     """
     if method not in cfg["methods"]:
         raise ConfigError(f"methods.{method}: not defined (have {', '.join(cfg['methods'])})")
     hp = deep_merge(cfg["finetune"], cfg["models"][model].get("finetune"))
+    hp = deep_merge(hp, cfg["methods"][method].get("finetune"))
     per_sigma = {sigma_key(k): v for k, v in cfg.get("finetune_per_sigma", {}).items()}
     hp = deep_merge(hp, per_sigma.get(sigma_key(sigma)))
     hp["consistency"] = {**hp.get("consistency", {}),

@@ -26,7 +26,8 @@ rule certify_shard:
         gpu=res("certify", "gpus", 0),
     shell:
         "dmae certify --config {params.config} --checkpoint {input.weights}"
-        " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards} --out {output} --log {log}"
+        " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards} --out {output}"
+        " --threads {threads} --log {log}"
 
 
 rule merge_certify:

@@ -51,8 +51,10 @@ def code(*parts):
     for part in parts:
         path = SRC / part
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    # Relative to the working directory, so a moved checkout is not "changed input files".
-    return [os.path.relpath(f) for f in files]
+    # Relative inside the working directory (the usual case: the repository itself), so a
+    # moved checkout is not "changed input files"; absolute for a workdir elsewhere.
+    here = Path.cwd()
+    return [os.path.relpath(f) if f.is_relative_to(here) else str(f) for f in files]
 
 
 def settings(obj):

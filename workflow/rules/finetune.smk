@@ -33,4 +33,4 @@ rule finetune:
     shell:
         "{params.launcher} finetune --config {params.config} --model {wildcards.model}"
         " --method {wildcards.method} --sigma {wildcards.sigma} {params.pretrained}"
-        " --out {params.outdir} --log {log}"
+        " --out {params.outdir} --threads {threads} --log {log}"

@@ -30,7 +30,7 @@ rule pretrain:
         gpu=res("pretrain", "gpus", 0),
     shell:
         "{params.launcher} pretrain --config {params.config} --model {wildcards.model}"
-        " --pretraining {wildcards.pretraining} --out {params.outdir} --log {log}"
+        " --pretraining {wildcards.pretraining} --out {params.outdir} --threads {threads} --log {log}"
 
 
 rule reconstructions:
@@ -58,4 +58,4 @@ rule reconstructions:
         runtime=res("report", "runtime", 30),
     shell:
         "dmae reconstruct --config {params.config} --checkpoint {input.weights}"
-        " --out {output} --log {log}"
+        " --out {output} --threads {threads} --log {log}"

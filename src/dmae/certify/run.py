@@ -28,6 +28,7 @@ import json
 import logging
 import numbers
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -365,7 +366,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     with open(partial, "a") as fh:
         for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
                         initial=len(done), total=len(done) + len(remaining),
-                        disable=not progress):
+                        disable=not progress,
+                        mininterval=1.0 if sys.stderr.isatty() else 25.0):
             image, label = dataset[idx]
             start = clock()
             cert = smooth.certify(image, n0, n, alpha, image_generator(seed, idx, device))
