@@ -21,6 +21,7 @@ venv: $(VENV)/.installed
 ## make reproduce: run the whole workflow on the embedded default (Fashion-MNIST, CPU)
 reproduce: venv
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/dmae run-info --config $(CONFIG)
 
 ## make test: every test, plus ruff and snakemake --lint
 test: venv lint

@@ -279,6 +279,27 @@ def cmd_report(args: argparse.Namespace) -> None:
     log.info("report: %d tables and figures, e.g. %s", len(written), written[0])
 
 
+def cmd_run_info(args: argparse.Namespace) -> None:
+    from dmae.report.readme import write_run_info
+
+    path = write_run_info(cfglib.load(args.config))
+    log.info("run information -> %s", path)
+
+
+def cmd_readme_results(args: argparse.Namespace) -> None:
+    from dmae.report.readme import results_section, update_readme
+
+    section = results_section(cfglib.load(args.config))
+    if args.check:
+        text = args.readme.read_text()
+        if section.rstrip("\n") not in text:
+            raise ValueError(f"{args.readme}: the results section differs from what "
+                             f"{args.config}'s committed files give; run dmae readme-results")
+        log.info("%s: results section up to date", args.readme)
+    elif update_readme(args.readme, section):
+        log.info("%s: results section rewritten", args.readme)
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
@@ -375,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="certified-accuracy tables (CSV, Markdown, LaTeX) and figures for the config",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "run-info", parents=[common],
+        help="record a finished run's commit, machine, wall time and memory beside its tables",
+    )
+    p.set_defaults(func=cmd_run_info)
+
+    p = sub.add_parser(
+        "readme-results", parents=[common],
+        help="write the README's Results section from the run's committed tables and figures",
+    )
+    p.add_argument("--readme", type=Path, default=Path("README.md"))
+    p.add_argument("--check", action="store_true", help="fail if the section is out of date")
+    p.set_defaults(func=cmd_readme_results)
 
     p = sub.add_parser(
         "reconstruct", parents=[common],

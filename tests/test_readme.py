@@ -1,0 +1,48 @@
+"""The README's Results section is generated from the committed result files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import BIN, REPO
+
+from dmae import config as cfglib
+from dmae.report.readme import END, START, run_info, update_readme
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def test_committed_readme_matches_the_committed_results():
+    proc = subprocess.run([str(BIN / "dmae"), "readme-results", "--config",
+                           "config/default.yaml", "--check"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
+    cfg = cfglib.load(REPO / "config" / "smoke.yaml")
+    cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    bench = tmp_path / "results" / "smoke" / "benchmarks"
+    (bench / "finetune").mkdir(parents=True)
+    jobs = [(bench / "prepare.tsv", 60.0, 900.0, 1_000_000),  # ran 1000-1060 s
+            (bench / "finetune" / "a.tsv", 600.0, 1500.0, 1_000_900)]  # 1000900-1001500 s
+    for path, seconds, rss, end in jobs:
+        path.write_text(HEADER + f"{seconds}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t0\n")
+        os.utime(path, (end, end))
+    info = run_info(cfg, REPO)
+    assert info["wall_time_min"] == pytest.approx((1_000_900 - (1_000_000 - 60)) / 60, abs=0.1)
+    assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
+    assert "CPU" in info["machine"]
+
+
+def test_update_readme_replaces_only_the_generated_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{START}\nold\n{END}\n\n## Next\n")
+    assert update_readme(readme, f"{START}\nnew\n{END}\n")
+    assert readme.read_text() == f"# Title\n\nintro\n\n{START}\nnew\n{END}\n\n## Next\n"
+    assert not update_readme(readme, f"{START}\nnew\n{END}\n")  # unchanged
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no generated results section"):
+        update_readme(readme, "x")
