@@ -21,6 +21,9 @@ venv: $(VENV)/.installed
 ## make reproduce: run the whole workflow on the embedded default (Fashion-MNIST, CPU)
 reproduce: venv
 	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --profile profiles/default --configfile $(CONFIG) \
+		--report $$($(BIN)/python -c "import sys; from dmae import config, layout; \
+		print(layout.results_dir(config.load(sys.argv[1])) / 'report.html')" $(CONFIG))
 	$(BIN)/dmae run-info --config $(CONFIG)
 
 ## make test: every test, plus ruff and snakemake --lint

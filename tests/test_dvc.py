@@ -118,6 +118,7 @@ def test_stages_follow_the_snakemake_dag(tmp_path, configfile):
 
     stages = dvcstages.dvc_stages(cfg, configfile)
     outs = {n: dvcstages._paths(s.get("outs")) + dvcstages._paths(s.get("plots"))
+            + dvcstages._paths(s.get("metrics"))
             for n, s in stages.items()}
     produced = {p for j in jobs for p in j["output"]}
     used_by_stage: dict[str, set[str]] = {n: set() for n in stages}

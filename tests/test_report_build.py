@@ -105,6 +105,16 @@ def test_write_report_writes_every_declared_output(cfg):
     assert "**" not in (tables_dir(cfg) / "best_over_sigma.csv").read_text()
 
 
+def test_metrics_json_holds_the_numbers_for_dvc(cfg):
+    populate(cfg)
+    write_report(cfg)
+    metrics = json.loads((tables_dir(cfg) / "metrics.json").read_text())
+    assert metrics["dmae"]["sigma_0.5"]["r=0.5"] == 20.0  # one of five images
+    assert metrics["dmae"]["best_over_sigma"]["r=0.25"] == 40.0
+    assert metrics["dmae"]["best_over_sigma"]["r=0.5"] == 20.0
+    assert "sigma_0.5" not in metrics["rs"]  # not run: left out, JSON has no NaN
+
+
 def test_write_report_without_any_finished_run(cfg):
     written = write_report(cfg)  # a fresh results tree: nothing fine-tuned or certified
     assert written == layout.table_paths(cfg) + layout.figure_paths(cfg)

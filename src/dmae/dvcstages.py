@@ -25,7 +25,7 @@ DVC ``params``, exactly the config sections a rule's ``settings`` parameter is m
 the few the command also reads), so editing an unrelated part of the config reruns nothing.
 Checkpoints, certifications and prepared data are cached outputs (``dvc push``/``dvc pull``);
 tables and figures are small, kept by git, and declared with ``cache: false`` (CSV tables
-and PNG figures as ``plots``).
+and PNG figures as ``plots``, the report's metrics.json as ``metrics``).
 
 ``--touch`` is the second half of ``make pull``. DVC does not restore file times and a fresh
 clone has no .snakemake/ metadata, so after a pull Snakemake would see checked-out code newer
@@ -213,7 +213,9 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
         "cmd": _cmd(configfile, ["report"], ["report"]),
         "deps": _deps("report", *report_inputs),
         "params": _params(configfile, cfg, ["report", "methods", "dataset.name"]),
-        "outs": [{_p(p): {"cache": False}} for p in files if p.suffix not in (".csv", ".png")],
+        "outs": [{_p(p): {"cache": False}} for p in files
+                 if p.suffix not in (".csv", ".png", ".json")],
+        "metrics": [{_p(p): {"cache": False}} for p in files if p.suffix == ".json"],
         "plots": [{_p(p): {"cache": False}} for p in files if p.suffix in (".csv", ".png")],
     }
     return stages

@@ -15,6 +15,7 @@ from dmae.config import sigma_key
 TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison", "base_classifiers")
 TABLE_FORMATS = ("csv", "md", "tex")
 SUMMARY = "summary.md"  # the report's notes (budget, radius ceiling, missing runs), in tables/
+METRICS = "metrics.json"  # certified accuracies and ACR as numbers, for `dvc metrics diff`
 FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -59,11 +60,11 @@ def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
 
 
 def table_paths(cfg: dict) -> list[Path]:
-    """Every file of the tables folder the report writes: each table in each format, and the
-    summary."""
+    """Every file of the tables folder the report writes: each table in each format, the
+    summary and the metrics JSON."""
     tables = results_dir(cfg) / "tables"
     return [tables / f"{name}.{ext}" for name in TABLES for ext in TABLE_FORMATS] + [
-        tables / SUMMARY]
+        tables / SUMMARY, tables / METRICS]
 
 
 def figure_paths(cfg: dict) -> list[Path]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmae import layout
-from dmae.io import atomic_path
+from dmae.io import atomic_path, write_json
 from dmae.report.analysis import Run, counts, load, radius_ceiling
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
 from dmae.report.tables import (
@@ -89,13 +89,18 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
     unknown = sorted(set(layout.TABLES) - set(builders))
     if unknown:
         raise RuntimeError(f"layout.TABLES names {unknown}, which the report cannot build")
+    built = {}
     for name in layout.TABLES:
-        write_table(builders[name](), table(name))
+        built[name] = builders[name]()
+        write_table(built[name], table(name))
         written += table(name)
     summary = tables / layout.SUMMARY
     with atomic_path(summary) as tmp:
         tmp.write_text(summary_markdown(cfg, runs, reference_csv))
     written.append(summary)
+    metrics = tables / layout.METRICS
+    write_json(metrics, metrics_dict(built["certified_accuracy"], built["best_over_sigma"]))
+    written.append(metrics)
 
     plotters = {"certified_accuracy": plot_certified_accuracy,
                 "best_over_sigma": plot_best_over_sigma}
@@ -114,6 +119,26 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
     log.info("report of %s: %d of %d runs certified; tables in %s, figures in %s",
              cfg["name"], len(runs) - len(missing), len(runs), tables, figures)
     return written
+
+
+def metrics_dict(per_sigma, best) -> dict:
+    """Certified accuracy (%) per radius and ACR as nested numbers: {method: {"sigma_0.25":
+    {...}, ..., "best_over_sigma": {...}}}, runs not done left out (JSON has no NaN)."""
+
+    def numbers(row) -> dict:
+        keys = [k for k in row.index if k.startswith("r=") or k == "ACR"]
+        return {k: round(float(row[k]), 4) for k in keys if row[k] == row[k]}  # drop NaN
+
+    out: dict[str, dict] = {}
+    for _, row in per_sigma.iterrows():
+        values = numbers(row)
+        if values:
+            out.setdefault(row["method"], {})[f"sigma_{row['sigma']:g}"] = values
+    for _, row in best.iterrows():
+        values = numbers(row)
+        if values:
+            out.setdefault(row["method"], {})["best_over_sigma"] = values
+    return out
 
 
 def _check_paper_names(cfg: dict, runs: Sequence[Run], reference_csv) -> None:
