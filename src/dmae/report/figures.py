@@ -56,6 +56,16 @@ def _no_runs_figure(title: str, paths: PathOrPaths) -> None:
     save_figure(fig, paths)
 
 
+def _curve_inputs(runs: Sequence, dataset: str, max_radius: float | None, points: int):
+    """(finished runs, their tables, the radius grid, a color per method), or None."""
+    done = _done_runs(runs, dataset)
+    if not done:
+        return None
+    tables = {run: load(run.tsv) for run in done}
+    grid = _grid(list(tables.values()), max_radius, points)
+    return done, tables, grid, _colors([run.method for run in done])
+
+
 def _grid(tables: Sequence, max_radius: float | None, points: int) -> np.ndarray:
     if max_radius is None:
         largest = max(float(df["radius"].max()) for df in tables)
@@ -74,13 +84,11 @@ def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
 
     Runs not finished are skipped; with none finished the figure says so.
     """
-    done = _done_runs(runs, dataset)
-    if not done:
+    inputs = _curve_inputs(runs, dataset, max_radius, points)
+    if inputs is None:
         _no_runs_figure(f"{dataset}, certified accuracy", paths)
         return
-    tables = {run: load(run.tsv) for run in done}
-    grid = _grid(list(tables.values()), max_radius, points)
-    colors = _colors([run.method for run in done])
+    done, tables, grid, colors = inputs
     sigmas = sorted({run.sigma for run in done})
     fig = Figure(figsize=(4.2 * len(sigmas), 3.4), layout="constrained")
     axes = fig.subplots(1, len(sigmas), sharey=True, squeeze=False)[0]
@@ -101,13 +109,11 @@ def plot_best_over_sigma(runs: Sequence, dataset: str, paths: PathOrPaths, *,
                          max_radius: float | None = None, points: int = 400) -> None:
     """One curve per method: at each radius the best certified accuracy over its finished
     sigmas. Runs not finished are skipped; with none finished the figure says so."""
-    done = _done_runs(runs, dataset)
-    if not done:
+    inputs = _curve_inputs(runs, dataset, max_radius, points)
+    if inputs is None:
         _no_runs_figure(f"{dataset}, best over σ", paths)
         return
-    tables = {run: load(run.tsv) for run in done}
-    grid = _grid(list(tables.values()), max_radius, points)
-    colors = _colors([run.method for run in done])
+    done, tables, grid, colors = inputs
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
     ax = fig.subplots()
     for method, color in colors.items():
