@@ -146,12 +146,17 @@ def pretrain_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
         with autocast():
             loss = model(imgs)[0].float()
         loss.backward()
-        set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        state["step"] += 1
+        _update(opt, state, lr, hp)
 
     return step
+
+
+def _update(opt: torch.optim.Optimizer, state: dict, lr: float, hp: TrainHParams) -> None:
+    """One optimizer step at the engine's scheduled lr (warmup 10 of 1000 steps)."""
+    set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    state["step"] += 1
 
 
 def finetune_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
@@ -174,10 +179,7 @@ def finetune_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
             loss = consistency_loss(logits.chunk(copies), labels, c.lam, c.eta,
                                     hp.label_smoothing)
         loss.backward()
-        set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        state["step"] += 1
+        _update(opt, state, lr, hp)
 
     return step
 
