@@ -83,6 +83,17 @@ def test_pretrain_settings_carry_noise_and_mask(smoke):
         cfglib.pretrain_settings(smoke, "micro", "nope")
 
 
+def test_a_recipe_can_override_pretraining_settings(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["models"]["micro"]["pretrain"] = {"epochs": 3, "warmup_epochs": 1}
+    cfg["pretrainings"]["long"] = {**cfg["pretrainings"]["dmae"], "pretrain": {"epochs": 9}}
+    cfglib.validate(cfg)
+    model_cfg, hp = cfglib.pretrain_settings(cfg, "micro", "long")
+    assert hp["epochs"] == 9 and hp["warmup_epochs"] == 1  # recipe over model over shared
+    assert cfglib.pretrain_settings(cfg, "micro", "dmae")[1]["epochs"] == 3
+    assert "pretrain" not in model_cfg
+
+
 def test_sigma_key_is_canonical():
     assert cfglib.sigma_key(1) == cfglib.sigma_key("1.0") == "1.0"
     assert cfglib.sigma_key(0.25) == "0.25"
@@ -98,3 +109,29 @@ def test_ablation_config_is_the_default_plus_the_ablation(repo):
     rest = lambda cfg: {k: v for k, v in cfg.items() if k not in ("name", "methods")}  # noqa: E731
     assert rest(ablation) == rest(default)
     assert {k: ablation["methods"][k] for k in default["methods"]} == default["methods"]
+
+
+def test_sigma1_study_changes_one_thing_per_method(repo):
+    """The validation study keeps the default's settings; each variant differs in one place,
+    and it certifies validation images only."""
+    default = cfglib.load(repo / "config" / "default.yaml")
+    study = cfglib.load(repo / "config" / "fashion-mnist-sigma1-study.yaml")
+    assert study["certify"].pop("split") == "val"
+    assert study["certify"].pop("stride") * 500 == 5000 == study["dataset"]["val_size"]
+    default["certify"].pop("stride")
+    assert study["sigmas"] == [1.0]
+    same = ("name", "methods", "pretrainings", "sigmas")
+    assert {k: v for k, v in study.items() if k not in same} == \
+        {k: v for k, v in default.items() if k not in same}
+    for name in ("rs", "dmae"):
+        assert study["methods"][name] == default["methods"][name]
+    assert study["pretrainings"]["dmae"] == default["pretrainings"]["dmae"]
+    for name, recipe in study["pretrainings"].items():
+        changed = {k for k in {*recipe, *default["pretrainings"]["dmae"]}
+                   if recipe.get(k) != default["pretrainings"]["dmae"].get(k)}
+        assert len(changed) == (name != "dmae"), (name, changed)
+    for name, method in study["methods"].items():
+        if name != "rs":
+            changed = {k for k in {*method, *study["methods"]["dmae"]}
+                       if k != "label" and method.get(k) != study["methods"]["dmae"].get(k)}
+            assert len(changed) == (name != "dmae"), (name, changed)

@@ -265,3 +265,14 @@ def test_summary(cfg):
     assert str(layout.certify_tsv(cfg, "micro", "rs", 0.5)) in missing[0]
     assert "the paper reports no fashion-mnist results" in text
     assert not math.isnan(ceiling)
+
+
+def test_a_validation_study_labels_its_certified_split(cfg):
+    """A config that certifies validation images (certify.split: val) says so in its tables and
+    summary; nothing in them calls those numbers test accuracy."""
+    cfg["certify"]["split"] = "val"
+    populate(cfg)
+    write_report(cfg)
+    assert "smoothed val acc %" in read_table(cfg, "base_classifiers").columns
+    summary = (tables_dir(cfg) / "summary.md").read_text()
+    assert "validation image" in summary and "test image" not in summary

@@ -17,6 +17,7 @@ from conftest import BIN, DEBIAN_FMNIST, REPO
 
 from dmae import config as cfglib
 from dmae import layout
+from dmae.data import load_split
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                                   reason="Debian's dataset-fashion-mnist is not installed")
@@ -141,6 +142,31 @@ def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
 
 
 @needs_fmnist
+def test_validation_split_certifies_validation_images(smoke_run, tmp_path):
+    """certify.split: val (studies that choose settings) reruns certification only, and the
+    rows it writes are validation images with their validation labels."""
+    workdir, _, cfg = smoke_run
+    changed = smoke_cfg()
+    changed["certify"].update(split="val", stride=1000)
+    path = write_config(tmp_path / "val.yaml", changed)
+    runs = len(layout.runs(cfg))
+    assert planned_jobs(snakemake(workdir, path, "-n")) == {
+        "certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
+        "report": 1, "default": 1}
+
+    model, method, sigma = layout.runs(cfg)[0]
+    checkpoint = layout.finetune_dir(cfg, model, method, sigma) / "best.safetensors"
+    out = tmp_path / "val.tsv"
+    subprocess.run([str(BIN / "dmae"), "certify", "--config", str(path), "--checkpoint",
+                    str(checkpoint), "--sigma", sigma, "--out", str(out), "--threads", "1"],
+                   cwd=workdir, check=True, capture_output=True)
+    val = load_split(workdir / layout.prepared_dir(cfg), "val")
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == list(range(0, len(val), 1000))
+    assert [int(r[1]) for r in rows] == [int(val.targets[int(r[0])]) for r in rows]
+
+
+@needs_fmnist
 def test_editing_report_code_reruns_only_the_report(smoke_run):
     workdir, path, _ = smoke_run
     source = REPO / "src" / "dmae" / "report" / "tables.py"
@@ -163,6 +189,7 @@ def test_editing_report_code_reruns_only_the_report(smoke_run):
     ("cifar10", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
                  "certify_shard": 120, "merge_certify": 6, "report": 1, "default": 1}),
     ("default", None),
+    ("fashion-mnist-sigma1-study", None),
 ])
 def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
     cfg = cfglib.load(REPO / "config" / f"{name}.yaml")
@@ -171,7 +198,7 @@ def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
             (tmp_path / recipe["init"]).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / recipe["init"]).touch()
     jobs = planned_jobs(snakemake(tmp_path, REPO / "config" / f"{name}.yaml", "-n"))
-    if expected is None:  # the default: every method x sigma, one pretraining per recipe used
+    if expected is None:  # every method x sigma, one pretraining per recipe used
         runs = len(layout.runs(cfg))
         pres = len(layout.used_pretrainings(cfg))
         expected = {"prepare_data": 1, "pretrain": pres, "reconstructions": pres,

@@ -192,10 +192,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _mark_finished(record)
 
 
-def _certify_indices(cfg: dict, test_size: int) -> list[int]:
-    """The test images to certify: every ``stride``-th from ``start`` (at most max_images)."""
+def _certify_split(cfg: dict) -> str:
+    """The split certification reads: the test split, or the validation split for a study
+    that chooses settings without looking at the test images."""
+    return cfg["certify"].get("split", "test")
+
+
+def _certify_indices(cfg: dict, split_size: int) -> list[int]:
+    """The images to certify: every ``stride``-th from ``start`` (at most max_images)."""
     c = cfg["certify"]
-    indices = list(range(c.get("start", 0), test_size, c["stride"]))
+    indices = list(range(c.get("start", 0), split_size, c["stride"]))
     return indices[: c["max_images"]] if c.get("max_images") else indices
 
 
@@ -220,7 +226,8 @@ def cmd_certify(args: argparse.Namespace) -> None:
     cfg = cfglib.load(args.config)
     _set_threads(cfg, args.threads)
     model, meta = _load_classifier(args.checkpoint)
-    test_set = load_split(layout.prepared_dir(cfg), "test",
+    split = _certify_split(cfg)
+    test_set = load_split(layout.prepared_dir(cfg), split,
                           build_transform(cfg["dataset"]["name"], False,
                                           meta["model_cfg"]["img_size"]))
     if test_set.num_classes != meta["num_classes"]:
@@ -230,7 +237,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
     fingerprint = {"checkpoint_sha256": sha256_file(Path(args.checkpoint)
                                                     .with_suffix(".safetensors")),
-                   "dataset": cfg["dataset"]["name"]}
+                   "dataset": cfg["dataset"]["name"], "split": split}
     _drop_stale_partial(args.out, fingerprint)
     status = certify_dataset(
         model, test_set, _certify_indices(cfg, len(test_set)), args.sigma,
@@ -267,7 +274,7 @@ def cmd_merge_certify(args: argparse.Namespace) -> None:
     from dmae.data import read_manifest
 
     cfg = cfglib.load(args.config)
-    test_size = read_manifest(layout.prepared_dir(cfg))["counts"]["test"]
+    test_size = read_manifest(layout.prepared_dir(cfg))["counts"][_certify_split(cfg)]
     out = merge_shards(args.shards, args.out, _certify_indices(cfg, test_size))
     log.info("merged %d shards -> %s", len(args.shards), out)
 

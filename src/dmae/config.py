@@ -115,9 +115,10 @@ def pretrain_settings(cfg: dict, model: str, pretraining: str) -> tuple[dict, di
     if pretraining not in cfg["pretrainings"]:
         raise ConfigError(f"pretrainings.{pretraining}: not defined")
     recipe = {k: v for k, v in cfg["pretrainings"][pretraining].items()
-              if k not in ("init", "train")}
+              if k not in ("init", "train", "pretrain")}
     model_cfg = {**model_config(cfg, model), **recipe}
     hp = deep_merge(cfg["pretrain"], cfg["models"][model].get("pretrain"))
+    hp = deep_merge(hp, cfg["pretrainings"][pretraining].get("pretrain"))
     hp = {**hp, "task": "pretrain", "seed": cfg["runtime"]["seed"]}
     return model_cfg, _with_runtime(cfg, hp)
 

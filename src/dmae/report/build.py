@@ -84,7 +84,8 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
         "paper_comparison": lambda: paper_comparison_table(
             runs, None, reference_csv, radii=radii,
             reference_dataset=cfg["report"].get("reference_dataset")),
-        "base_classifiers": lambda: base_classifier_table(runs),
+        "base_classifiers": lambda: base_classifier_table(
+            runs, split=cfg["certify"].get("split", "test")),
     }
     unknown = sorted(set(layout.TABLES) - set(builders))
     if unknown:
@@ -171,7 +172,8 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     sigmas = sorted({float(s) for s in cfg["sigmas"]})
     unit = radius_ceiling(n, alpha, 1.0)
     stride = int(cert.get("stride", 1))
-    subset = f"one test image in {stride:,}" if stride > 1 else "every test image"
+    split = {"test": "test", "val": "validation"}[cert.get("split", "test")]
+    subset = f"one {split} image in {stride:,}" if stride > 1 else f"every {split} image"
     lines = [
         f"# Report summary: {cfg['name']}",
         "",

@@ -204,21 +204,26 @@ def paper_comparison_table(runs: Sequence, dataset: str | Sequence[str] | None =
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-BASE_COLUMNS = ["method", "sigma", "epoch", "val acc %", "val smoothed acc %", "images",
-                "smoothed test acc %", "ACR"]
+def base_columns(split: str = "test") -> list[str]:
+    """Columns of the base-classifier table; ``split`` is the split that was certified."""
+    return ["method", "sigma", "epoch", "val acc %", "val smoothed acc %", "images",
+            f"smoothed {split} acc %", "ACR"]
 
 
-def base_classifier_table(runs: Sequence) -> pd.DataFrame:
+def base_classifier_table(runs: Sequence, split: str = "test") -> pd.DataFrame:
     """One row per run's base classifier: the fine-tuned checkpoint and its certification.
 
     ``epoch``, ``val acc %`` (clean) and ``val smoothed acc %`` come from the checkpoint's JSON
     metadata (``Run.checkpoint``: its ``epoch`` and ``metrics.val_acc`` /
-    ``metrics.val_smoothed_acc``); ``images``, ``smoothed test acc %`` (the certified accuracy
-    at radius 0, abstentions counting as wrong) and ``ACR`` from the certification TSV. Missing
-    files leave missing values ("not run"); a checkpoint without a metric shows "—".
+    ``metrics.val_smoothed_acc``); ``images``, ``smoothed <split> acc %`` (the certified
+    accuracy at radius 0 on the certified ``split``, abstentions counting as wrong) and
+    ``ACR`` from the certification TSV. Missing files leave missing values ("not run"); a
+    checkpoint without a metric shows "—".
     """
     selected = as_runs(runs)
     methods = _methods(selected)
+    columns = base_columns(split)
+    smoothed = columns[-2]
     rows = []
     for run in sorted(selected, key=lambda r: (methods.index(r.method), r.sigma)):
         row: dict = {"method": run.display, "sigma": run.sigma, "epoch": pd.NA,
@@ -234,12 +239,12 @@ def base_classifier_table(runs: Sequence) -> pd.DataFrame:
         if run.done:
             df = load(run.tsv)
             row["images"] = len(df)
-            row["smoothed test acc %"] = 100 * certified_accuracy(df, [0.0])[0.0]
+            row[smoothed] = 100 * certified_accuracy(df, [0.0])[0.0]
             row["ACR"] = average_certified_radius(df)
         else:
-            row.update({"images": pd.NA, "smoothed test acc %": math.nan, "ACR": math.nan})
+            row.update({"images": pd.NA, smoothed: math.nan, "ACR": math.nan})
         rows.append(row)
-    table = pd.DataFrame(rows, columns=BASE_COLUMNS)
+    table = pd.DataFrame(rows, columns=columns)
     for column in ("epoch", "images"):
         table[column] = table[column].astype("Int64")
     return table
