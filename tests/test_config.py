@@ -94,6 +94,15 @@ def test_a_recipe_can_override_pretraining_settings(smoke):
     assert "pretrain" not in model_cfg
 
 
+def test_a_training_can_have_its_own_seed(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["methods"]["rs"]["finetune"] = {"seed": 3}
+    cfglib.validate(cfg)
+    assert cfglib.finetune_settings(cfg, "micro", "rs", 0.25)[1]["seed"] == 3
+    assert cfglib.finetune_settings(cfg, "micro", "dmae", 0.25)[1]["seed"] == \
+        cfg["runtime"]["seed"]
+
+
 def test_sigma_key_is_canonical():
     assert cfglib.sigma_key(1) == cfglib.sigma_key("1.0") == "1.0"
     assert cfglib.sigma_key(0.25) == "0.25"
@@ -131,7 +140,7 @@ def test_sigma1_study_changes_one_thing_per_method(repo):
                    if recipe.get(k) != default["pretrainings"]["dmae"].get(k)}
         assert len(changed) == (name != "dmae"), (name, changed)
     for name, method in study["methods"].items():
-        if name != "rs":
-            changed = {k for k in {*method, *study["methods"]["dmae"]}
-                       if k != "label" and method.get(k) != study["methods"]["dmae"].get(k)}
-            assert len(changed) == (name != "dmae"), (name, changed)
+        base = study["methods"]["rs" if method["pretraining"] is None else "dmae"]
+        changed = {k for k in {*method, *base} if k != "label" and method.get(k) != base.get(k)}
+        assert len(changed) == (name not in ("rs", "dmae")), (name, changed)
+    assert study["methods"]["rs_seed1"]["finetune"] == {"layer_decay": None, "seed": 1}

@@ -119,7 +119,7 @@ def pretrain_settings(cfg: dict, model: str, pretraining: str) -> tuple[dict, di
     model_cfg = {**model_config(cfg, model), **recipe}
     hp = deep_merge(cfg["pretrain"], cfg["models"][model].get("pretrain"))
     hp = deep_merge(hp, cfg["pretrainings"][pretraining].get("pretrain"))
-    hp = {**hp, "task": "pretrain", "seed": cfg["runtime"]["seed"]}
+    hp = {"seed": cfg["runtime"]["seed"], **hp, "task": "pretrain"}
     return model_cfg, _with_runtime(cfg, hp)
 
 
@@ -141,7 +141,7 @@ def finetune_settings(cfg: dict, model: str, method: str, sigma: float) -> tuple
                  "global_pool": hp.pop("global_pool", "avg"),
                  "drop_path_rate": hp.pop("drop_path", 0.0)}
     task = "linprobe" if cfg["methods"][method].get("linprobe", False) else "finetune"
-    hp = {**hp, "task": task, "sigma": float(sigma), "seed": cfg["runtime"]["seed"]}
+    hp = {"seed": cfg["runtime"]["seed"], **hp, "task": task, "sigma": float(sigma)}
     return model_cfg, _with_runtime(cfg, hp)
 
 
