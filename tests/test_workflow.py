@@ -131,6 +131,19 @@ def test_changing_one_sigma_reruns_only_its_chain(smoke_run, tmp_path):
 
 
 @needs_fmnist
+def test_dry_run_leaves_the_running_config_alone(smoke_run, tmp_path):
+    """Jobs read results/<name>/config.yaml: a dry run of an edited config must not rewrite
+    it under a run that is still going."""
+    workdir, _, cfg = smoke_run
+    effective = workdir / layout.results_dir(cfg) / "config.yaml"
+    before = effective.read_text()
+    changed = smoke_cfg()
+    changed["certify"]["n"] = 70
+    snakemake(workdir, write_config(tmp_path / "c.yaml", changed), "-n")
+    assert effective.read_text() == before
+
+
+@needs_fmnist
 def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
     workdir, _, cfg = smoke_run
     changed = smoke_cfg()

@@ -32,14 +32,26 @@ CKPT = config["certify"].get("checkpoint", "best")
 
 
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
-# Rewritten only when its content changes; it is a parameter, not an input, so rules rerun
-# on the settings they use (their `settings` params), not on any edit of the file.
+# It is a parameter, not an input, so rules rerun on the settings they use (their `settings`
+# params), not on any edit of the file. Written when a run starts (after Snakemake has locked
+# the outputs) and only when its content changes: a dry run, or a run refused by the lock,
+# never rewrites it under the jobs of a run still going.
 EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
-_effective = yaml.safe_dump(config, sort_keys=True)
-if not os.path.exists(EFFECTIVE_CONFIG) or open(EFFECTIVE_CONFIG).read() != _effective:
+
+
+def write_effective_config():
+    text = yaml.safe_dump(config, sort_keys=True)
+    if os.path.exists(EFFECTIVE_CONFIG) and open(EFFECTIVE_CONFIG).read() == text:
+        return
     os.makedirs(RESULTS, exist_ok=True)
-    with open(EFFECTIVE_CONFIG, "w") as fh:
-        fh.write(_effective)
+    with open(f"{EFFECTIVE_CONFIG}.tmp", "w") as fh:  # renamed: never read half-written
+        fh.write(text)
+    os.replace(f"{EFFECTIVE_CONFIG}.tmp", EFFECTIVE_CONFIG)
+
+
+onstart:
+    write_effective_config()
+
 
 SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 
