@@ -227,12 +227,12 @@ def cmd_certify(args: argparse.Namespace) -> None:
     _set_threads(cfg, args.threads)
     model, meta = _load_classifier(args.checkpoint)
     split = _certify_split(cfg)
-    test_set = load_split(layout.prepared_dir(cfg), split,
-                          build_transform(cfg["dataset"]["name"], False,
-                                          meta["model_cfg"]["img_size"]))
-    if test_set.num_classes != meta["num_classes"]:
+    images = load_split(layout.prepared_dir(cfg), split,
+                        build_transform(cfg["dataset"]["name"], False,
+                                        meta["model_cfg"]["img_size"]))
+    if images.num_classes != meta["num_classes"]:
         raise ValueError(f"{args.checkpoint}: a {meta['num_classes']}-class model cannot "
-                         f"certify {cfg['dataset']['name']} ({test_set.num_classes} classes)")
+                         f"certify {cfg['dataset']['name']} ({images.num_classes} classes)")
     c = cfg["certify"]
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
     fingerprint = {"checkpoint_sha256": sha256_file(Path(args.checkpoint)
@@ -240,7 +240,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
                    "dataset": cfg["dataset"]["name"], "split": split}
     _drop_stale_partial(args.out, fingerprint)
     status = certify_dataset(
-        model, test_set, _certify_indices(cfg, len(test_set)), args.sigma,
+        model, images, _certify_indices(cfg, len(images)), args.sigma,
         n0=c["n0"], n=c["n"], alpha=c["alpha"], batch_size=c["batch_size"],
         seed=c.get("seed", 0), out_tsv=args.out, num_classes=meta["num_classes"],
         device=_device(cfg), shard=shard, config=fingerprint,
@@ -274,8 +274,8 @@ def cmd_merge_certify(args: argparse.Namespace) -> None:
     from dmae.data import read_manifest
 
     cfg = cfglib.load(args.config)
-    test_size = read_manifest(layout.prepared_dir(cfg))["counts"][_certify_split(cfg)]
-    out = merge_shards(args.shards, args.out, _certify_indices(cfg, test_size))
+    split_size = read_manifest(layout.prepared_dir(cfg))["counts"][_certify_split(cfg)]
+    out = merge_shards(args.shards, args.out, _certify_indices(cfg, split_size))
     log.info("merged %d shards -> %s", len(args.shards), out)
 
 

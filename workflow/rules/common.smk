@@ -11,6 +11,7 @@ import yaml
 import dmae
 from dmae import config as dmae_config
 from dmae import layout
+from dmae.io import atomic_path
 
 dmae_config.validate(config, source="workflow config")
 
@@ -43,10 +44,8 @@ def write_effective_config():
     text = yaml.safe_dump(config, sort_keys=True)
     if os.path.exists(EFFECTIVE_CONFIG) and open(EFFECTIVE_CONFIG).read() == text:
         return
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(f"{EFFECTIVE_CONFIG}.tmp", "w") as fh:  # renamed: never read half-written
-        fh.write(text)
-    os.replace(f"{EFFECTIVE_CONFIG}.tmp", EFFECTIVE_CONFIG)
+    with atomic_path(EFFECTIVE_CONFIG) as tmp:  # never read half-written
+        tmp.write_text(text)
 
 
 onstart:
