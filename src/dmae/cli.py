@@ -192,12 +192,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _mark_finished(record)
 
 
-def _certify_split(cfg: dict) -> str:
-    """The split certification reads: the test split, or the validation split for a study
-    that chooses settings without looking at the test images."""
-    return cfg["certify"].get("split", "test")
-
-
 def _certify_indices(cfg: dict, split_size: int) -> list[int]:
     """The images to certify: every ``stride``-th from ``start`` (at most max_images)."""
     c = cfg["certify"]
@@ -226,7 +220,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
     cfg = cfglib.load(args.config)
     _set_threads(cfg, args.threads)
     model, meta = _load_classifier(args.checkpoint)
-    split = _certify_split(cfg)
+    split = cfglib.certify_split(cfg)
     images = load_split(layout.prepared_dir(cfg), split,
                         build_transform(cfg["dataset"]["name"], False,
                                         meta["model_cfg"]["img_size"]))
@@ -274,7 +268,7 @@ def cmd_merge_certify(args: argparse.Namespace) -> None:
     from dmae.data import read_manifest
 
     cfg = cfglib.load(args.config)
-    split_size = read_manifest(layout.prepared_dir(cfg))["counts"][_certify_split(cfg)]
+    split_size = read_manifest(layout.prepared_dir(cfg))["counts"][cfglib.certify_split(cfg)]
     out = merge_shards(args.shards, args.out, _certify_indices(cfg, split_size))
     log.info("merged %d shards -> %s", len(args.shards), out)
 

@@ -103,6 +103,12 @@ def sigma_key(sigma: float | str) -> str:
     return repr(float(sigma))
 
 
+def certify_split(cfg: dict) -> str:
+    """The split certification reads: the test split, or the validation split for a study
+    that chooses settings without looking at the test images."""
+    return cfg["certify"].get("split", "test")
+
+
 def model_config(cfg: dict, model: str) -> dict:
     """The architecture settings of ``model``, without its training overrides."""
     if model not in cfg["models"]:

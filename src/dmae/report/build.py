@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmae import layout
+from dmae.config import certify_split
 from dmae.io import atomic_path, write_json
 from dmae.report.analysis import Run, counts, load, radius_ceiling
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
@@ -85,7 +86,7 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
             runs, None, reference_csv, radii=radii,
             reference_dataset=cfg["report"].get("reference_dataset")),
         "base_classifiers": lambda: base_classifier_table(
-            runs, split=cfg["certify"].get("split", "test")),
+            runs, split=certify_split(cfg)),
     }
     unknown = sorted(set(layout.TABLES) - set(builders))
     if unknown:
@@ -172,7 +173,7 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     sigmas = sorted({float(s) for s in cfg["sigmas"]})
     unit = radius_ceiling(n, alpha, 1.0)
     stride = int(cert.get("stride", 1))
-    split = {"test": "test", "val": "validation"}[cert.get("split", "test")]
+    split = {"test": "test", "val": "validation"}[certify_split(cfg)]
     subset = f"one {split} image in {stride:,}" if stride > 1 else f"every {split} image"
     lines = [
         f"# Report summary: {cfg['name']}",
