@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 from conftest import BIN, REPO
 
 from dmae import config as cfglib
@@ -34,7 +35,7 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     info = run_info(cfg, REPO)
     assert info["wall_time_min"] == pytest.approx((1_000_900 - (1_000_000 - 60)) / 60, abs=0.1)
     assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
-    assert "CPU" in info["machine"]
+    assert f"CPU ({torch.backends.cpu.get_cpu_capability()})" in info["machine"]
 
 
 def test_update_readme_replaces_only_the_generated_section(tmp_path):

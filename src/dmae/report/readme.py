@@ -47,7 +47,10 @@ def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return {
         "commit": commit,
-        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, {gpu}",
+        # the vector ISA torch uses: an AVX2-only CPU ran this workflow ~2x slower than an
+        # AVX-512 one of the same core count
+        "machine": (f"{os.cpu_count()}-core {platform.machine()} CPU "
+                    f"({torch.backends.cpu.get_cpu_capability()}), {gpu}"),
         "wall_time_min": round((max(r[1] for r in rows) - min(r[0] for r in rows)) / 60, 1),
         "peak_job_rss_mib": round(max(r[2] for r in rows)),
         "jobs": len(rows),
