@@ -8,15 +8,25 @@ BIN := $(abspath $(VENV))/bin
 # Snakemake rules call the `dmae` CLI, which lives in the venv.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test lint venv clean-venv
+.PHONY: reproduce test lint venv lock clean-venv
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the packages of requirements.lock (versions and hashes), then this project without
+# dependencies: every machine computes with the same libraries.
+LOCK := requirements.lock
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	@touch $@
 
 venv: $(VENV)/.installed
+
+## make lock: resolve requirements.lock anew from pyproject.toml (uv; every platform, hashes)
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --fork-strategy fewest \
+		--python-version 3.11 --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
 
 ## make reproduce: run the whole workflow on the embedded default (Fashion-MNIST, CPU)
 reproduce: venv

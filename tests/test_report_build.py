@@ -17,7 +17,7 @@ from dmae.certify.smooth import certify_from_counts
 from dmae.report import radius_ceiling, read_reference
 from dmae.report.build import checkpoint_json, report_runs, summary_markdown, write_report
 
-HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tn0\tn\tnA\tpA_lower\n"
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\tn0\tn\tnA\tpA_lower\n"
 
 # Five images each: (label, predict, radius, correct)
 TSVS = {
@@ -45,7 +45,7 @@ def cfg(tmp_path) -> dict:
 
 def write_tsv(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t0.1\t10\t50\t40\t0.6\n"
+    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t10\t50\t40\t0.6\n"
              for i, (lab, pred, rad, cor) in enumerate(rows)]
     path.write_text(HEADER + "".join(lines))
 

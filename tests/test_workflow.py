@@ -98,7 +98,7 @@ def test_smoke_run_produces_every_table_and_figure(smoke_run):
     certified = len(range(cfg["certify"].get("start", 0), 10_000, cfg["certify"]["stride"]))
     for run in layout.runs(cfg):
         rows = (workdir / layout.certify_tsv(cfg, *run)).read_text().splitlines()
-        assert rows[0].split("\t")[:6] == ["idx", "label", "predict", "radius", "correct", "time"]
+        assert rows[0].split("\t")[:5] == ["idx", "label", "predict", "radius", "correct"]
         assert len(rows) == 1 + certified
     logs = workdir / layout.results_dir(cfg) / "logs"
     assert (logs / "report.log").is_file() and (logs / "pretrain" / "micro_dmae.log").is_file()

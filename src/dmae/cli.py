@@ -30,6 +30,20 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
     )
 
 
+def _pin_cpu_kernels(args: argparse.Namespace) -> None:
+    """Every stage computes with the CPU kernels its config pins, set before torch runs."""
+    from dmae import reproducibility
+
+    if getattr(args, "config", None) is None:
+        return
+    isa = reproducibility.cpu_isa(cfglib.load(args.config))
+    pinned = reproducibility.pin_cpu_kernels(isa)
+    if pinned:
+        log.info("CPU kernels pinned (runtime.cpu_isa %s): %s", isa,
+                  " ".join(f"{k}={v}" for k, v in pinned.items()))
+        reproducibility.check_pinned(isa)
+
+
 def cmd_validate_config(args: argparse.Namespace) -> None:
     cfg = cfglib.load(args.config)
     print(f"{args.config}: valid ({cfg['dataset']['name']}, models {', '.join(cfg['models'])}, "
@@ -99,7 +113,7 @@ def _fresh_if_changed(out_dir: Path, fingerprint: dict) -> Path:
         if old.get("fingerprint") != fingerprint or old.get("finished"):
             log.info("%s: %s, starting afresh", out_dir, "previous run finished"
                      if old.get("finished") else "settings or inputs changed")
-            for name in ("resume.pt", "metrics.csv"):
+            for name in ("resume.pt", "metrics.csv", "timing.csv"):
                 (out_dir / name).unlink(missing_ok=True)
     write_json(record, {"fingerprint": fingerprint, "finished": False})
     return record
@@ -128,13 +142,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from dmae.checkpoint import load_checkpoint, load_into, save_checkpoint
     from dmae.io import sha256_file
     from dmae.models import build_pretrain_model
-    from dmae.train import TrainHParams, train
+    from dmae.train import TrainHParams, seed_everything, train
 
     cfg = cfglib.load(args.config)
     _set_threads(cfg, args.threads)
     model_cfg, hp = cfglib.pretrain_settings(cfg, args.model, args.pretraining)
     recipe = cfg["pretrainings"][args.pretraining]
     out = Path(args.out or layout.pretrain_dir(cfg, args.model, args.pretraining))
+    seed_everything(hp["seed"])  # the weight initialisation draws from the seeded stream
     model = build_pretrain_model(model_cfg)
     meta = {"model": args.model, "pretraining": args.pretraining, "model_cfg": model_cfg}
     if recipe.get("init"):
@@ -160,7 +175,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from dmae.data import read_manifest
     from dmae.io import sha256_file
     from dmae.models import build_classifier, build_linear_probe, load_encoder
-    from dmae.train import TrainHParams, train
+    from dmae.train import TrainHParams, seed_everything, train
 
     cfg = cfglib.load(args.config)
     _set_threads(cfg, args.threads)
@@ -168,6 +183,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     randaugment = hp.pop("randaugment", None)
     out = Path(args.out or layout.finetune_dir(cfg, args.model, args.method, args.sigma))
     num_classes = read_manifest(layout.prepared_dir(cfg))["num_classes"]
+    seed_everything(hp["seed"])  # the head (and any untrained layer) draws from this stream
     if hp["task"] == "linprobe":
         model = build_linear_probe(model_cfg, num_classes)
     else:
@@ -301,6 +317,14 @@ def cmd_readme_results(args: argparse.Namespace) -> None:
         log.info("%s: results section rewritten", args.readme)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dmae.report.compare import compare_runs, format_comparison
+
+    comparison = compare_runs(args.run_a, args.run_b)
+    print(format_comparison(comparison, show=args.show), end="")
+    return 1 if comparison.beyond_uncertainty else 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
@@ -421,6 +445,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="PNG (or PDF) to write")
     p.set_defaults(func=cmd_reconstruct)
 
+    p = sub.add_parser(
+        "compare", help="compare two runs' tables cell by cell; exit 1 when a cell differs by "
+        "more than its stated uncertainty",
+        description="RUN_A and RUN_B are results folders (results/<name>) or their tables/ "
+        "folders. Every cell of the certified-accuracy, best-over-sigma and base-classifier "
+        "tables is compared: identical, within the stated uncertainty (each value inside the "
+        "other's 95%% interval), or beyond it.",
+    )
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
+    p.add_argument("--show", choices=["all", "different"], default="different",
+                   help="cells to list (default: those that are not identical)")
+    p.add_argument("--log", help="also write the log to this file")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_compare)
+
     sub.add_parser(
         "dvc-yaml", add_help=False,
         help="write dvc.yaml from a config (--check: fail if stale; --touch: after dvc pull)",
@@ -454,12 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     from dmae.data import DataError
 
     try:
-        args.func(args)
+        _pin_cpu_kernels(args)
+        return args.func(args) or 0
     except (DataError, FileNotFoundError, ValueError) as err:
         # Expected user errors: one clear line, no traceback.
         log.error("%s", err)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ HEADER = """\
 
 # Library files every `dmae` command imports, then each rule's own parts: the same lists as
 # code(...) in workflow/rules/common.smk and the rule files.
-COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "schemas")
+COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "reproducibility.py", "schemas")
 CODE = {
     "prepare_data": ("data",),
     "pretrain": ("data", "models", "train", "checkpoint.py"),
@@ -89,7 +89,8 @@ RULE_FILE = {
     "report": "workflow/rules/report.smk",
 }
 # The runtime keys that dmae.config adds to every training's settings.
-RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile")
+RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
+                 "runtime.cpu_isa")
 
 
 def _p(path: Path | str) -> str:
@@ -173,7 +174,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
         stages[f"reconstructions-{model}-{pre}"] = {
             "cmd": _cmd(configfile, [_p(figure)], ["reconstructions"]),
             "deps": _deps("reconstructions", prepared, *pretrained(model, pre)),
-            "params": _params(configfile, cfg, ["runtime.seed"]),
+            "params": _params(configfile, cfg, ["runtime.seed", "runtime.cpu_isa"]),
             "plots": [{_p(figure): {"cache": False}}],
         }
 
@@ -200,7 +201,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
             "cmd": _cmd(configfile, [_p(tsv)], ["certify_shard", "merge_certify"]),
             "deps": _deps("certify", prepared, folder / f"{ckpt}.safetensors",
                           folder / f"{ckpt}.json"),
-            "params": _params(configfile, cfg, ["certify"]),
+            "params": _params(configfile, cfg, ["certify", "runtime.cpu_isa"]),
             "outs": [_p(p) for p in outs],
         }
 

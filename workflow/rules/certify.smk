@@ -11,6 +11,7 @@ rule certify_shard:
         f"{RESULTS}/certify/{{model}}/{{method}}/sigma_{{sigma}}/shard_{{shard}}-of-{SHARDS}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
+        cpu_isa=CPU_ISA,
         settings=settings(config["certify"]),
         shards=SHARDS,
     log:

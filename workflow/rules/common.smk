@@ -10,7 +10,7 @@ import yaml
 
 import dmae
 from dmae import config as dmae_config
-from dmae import layout
+from dmae import layout, reproducibility
 from dmae.io import atomic_path
 
 dmae_config.validate(config, source="workflow config")
@@ -30,6 +30,8 @@ METHODS = list(config["methods"])
 SIGMAS = [dmae_config.sigma_key(s) for s in config["sigmas"]]
 SHARDS = config["certify"].get("shards", 1)
 CKPT = config["certify"].get("checkpoint", "best")
+# The CPU kernels every computing job pins (dmae.reproducibility); a change reruns them.
+CPU_ISA = reproducibility.cpu_isa(config)
 
 
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
@@ -42,7 +44,8 @@ EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
 
 def write_effective_config():
     text = yaml.safe_dump(config, sort_keys=True)
-    if os.path.exists(EFFECTIVE_CONFIG) and open(EFFECTIVE_CONFIG).read() == text:
+    current = Path(EFFECTIVE_CONFIG)
+    if current.is_file() and current.read_text() == text:
         return
     with atomic_path(EFFECTIVE_CONFIG) as tmp:  # never read half-written
         tmp.write_text(text)
@@ -57,7 +60,8 @@ SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 
 def code(*parts):
     """Library files a job runs; editing one reruns the jobs that use it, and what follows."""
-    files = [SRC / name for name in ("__init__.py", "cli.py", "config.py", "io.py")]
+    files = [SRC / name for name in ("__init__.py", "cli.py", "config.py", "io.py",
+                                     "reproducibility.py")]
     files.append(SRC / "schemas" / "config.schema.yaml")
     for part in parts:
         path = SRC / part

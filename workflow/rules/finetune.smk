@@ -13,6 +13,7 @@ rule finetune:
         metrics=f"{RESULTS}/finetune/{{model}}/{{method}}/sigma_{{sigma}}/metrics.csv",
     params:
         config=EFFECTIVE_CONFIG,
+        cpu_isa=CPU_ISA,
         settings=lambda w: settings(
             dmae_config.finetune_settings(config, w.model, w.method, float(w.sigma))
         ),

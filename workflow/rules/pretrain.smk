@@ -12,6 +12,7 @@ rule pretrain:
         meta=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.json",
     params:
         config=EFFECTIVE_CONFIG,
+        cpu_isa=CPU_ISA,
         settings=lambda w: settings(
             dmae_config.pretrain_settings(config, w.model, w.pretraining)
         ),
@@ -46,6 +47,7 @@ rule reconstructions:
         ),
     params:
         config=EFFECTIVE_CONFIG,
+        cpu_isa=CPU_ISA,
     log:
         f"{LOGS}/reconstructions/{{model}}_{{pretraining}}.log",
     benchmark:

@@ -10,10 +10,10 @@ Files for an output ``X.tsv``:
 - ``X.tsv``: the finished table, renamed from ``X.tsv.partial`` only once every image is done, so
   its existence is the "complete" marker.
 
-The TSV has Cohen et al.'s columns ``idx label predict radius correct time`` followed by
+The TSV has Cohen et al.'s columns ``idx label predict radius correct`` followed by
 ``n0 n nA pA_lower``. ``radius`` and ``pA_lower`` are written with ``repr(float)`` (full
-precision); ``time`` is wall-clock seconds of CERTIFY for that image (3 decimals); ``predict``
-is -1 for ABSTAIN. Rows are sorted by ``idx``.
+precision); ``predict`` is -1 for ABSTAIN. Rows are sorted by ``idx``. Cohen et al.'s ``time``
+column is left out so that a rerun writes the same bytes; the job's log has the speed.
 
 Settings recorded (and checked on resume): sigma, n0, n, alpha, seed, num_classes, noise_chunk,
 the number and sha256 of the full index list, the shard, and the caller's ``config`` (e.g. the
@@ -30,7 +30,7 @@ import numbers
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,9 @@ from dmae.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "n0", "n", "nA", "pA_lower")
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "n0", "n", "nA", "pA_lower")
 HEADER = "\t".join(COLUMNS) + "\n"
-FORMAT = "dmae-certify-tsv/1"
+FORMAT = "dmae-certify-tsv/2"  # 2: no time column
 
 
 @dataclass(frozen=True)
@@ -170,11 +170,11 @@ def check_settings(path: Path, settings: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def format_row(idx: int, label: int, prediction: int, radius: float, elapsed: float, n0: int,
-               n: int, n_a: int, p_a_lower: float) -> str:
+def format_row(idx: int, label: int, prediction: int, radius: float, n0: int, n: int, n_a: int,
+               p_a_lower: float) -> str:
     correct = int(prediction == label)
-    return (f"{idx}\t{label}\t{prediction}\t{float(radius)!r}\t{correct}\t{elapsed:.3f}\t{n0}\t"
-            f"{n}\t{n_a}\t{float(p_a_lower)!r}\n")
+    return (f"{idx}\t{label}\t{prediction}\t{float(radius)!r}\t{correct}\t{n0}\t{n}\t{n_a}\t"
+            f"{float(p_a_lower)!r}\n")
 
 
 def _row_index(line: str, where: str) -> int:
@@ -183,7 +183,7 @@ def _row_index(line: str, where: str) -> int:
         raise ValueError(f"{where}: expected {len(COLUMNS)} tab-separated fields, "
                          f"got {len(fields)}")
     try:
-        int(fields[1]), int(fields[2]), float(fields[3]), int(fields[4]), float(fields[9])
+        int(fields[1]), int(fields[2]), float(fields[3]), int(fields[4]), float(fields[8])
         return int(fields[0])
     except ValueError as err:
         raise ValueError(f"{where}: malformed row ({err})") from err
@@ -310,8 +310,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                     device: torch.device | str | None = None,
                     shard: tuple[int, int] | None = None, config: dict | None = None,
                     progress: bool = True, max_images: int | None = None,
-                    noise_chunk: int = DEFAULT_NOISE_CHUNK,
-                    clock: Callable[[], float] = time.perf_counter) -> CertifyStatus:
+                    noise_chunk: int = DEFAULT_NOISE_CHUNK) -> CertifyStatus:
     """CERTIFY every image ``dataset[i]`` for i in ``indices`` (or this job's shard of them).
 
     ``dataset[i]`` returns ``(image in [0,1] as [C,H,W] tensor, label)``. ``indices`` are
@@ -319,7 +318,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     Each image's noise comes from its own generator seeded by ``(seed, idx)``, so the rows do not
     depend on sharding, resuming or ``batch_size``. ``config`` (JSON-serializable, e.g. a model
     fingerprint) is stored with the settings. ``max_images`` stops after that many newly
-    certified images (leaving a resumable ``.partial``); ``clock`` times each image. The model
+    certified images (leaving a resumable ``.partial``). The model
     is moved to ``device`` (default: CUDA when available) and put in eval mode.
 
     Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete.
@@ -363,17 +362,20 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
         remaining = remaining[:max_images]
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, device=device,
                     noise_chunk=noise_chunk)
+    start = time.perf_counter()
     with open(partial, "a") as fh:
         for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
                         initial=len(done), total=len(done) + len(remaining),
                         disable=not progress,
                         mininterval=1.0 if sys.stderr.isatty() else 25.0):
             image, label = dataset[idx]
-            start = clock()
             cert = smooth.certify(image, n0, n, alpha, image_generator(seed, idx, device))
-            elapsed = clock() - start
-            _sync_write(fh, format_row(idx, int(label), cert.prediction, cert.radius, elapsed,
-                                       n0, n, cert.n_a, cert.p_a_lower))
+            _sync_write(fh, format_row(idx, int(label), cert.prediction, cert.radius, n0, n,
+                                       cert.n_a, cert.p_a_lower))
+    if remaining:
+        seconds = time.perf_counter() - start
+        log.info("certified %d images in %.1f s (%.3f s an image)", len(remaining), seconds,
+                 seconds / len(remaining))
     finished = len(done) + len(remaining)
     if finished < len(todo):
         log.info("%s: stopped after %d of %d images", partial, finished, len(todo))

@@ -35,8 +35,10 @@ def save_figure(fig: Figure, paths: PathOrPaths, dpi: int = 150) -> None:
         fmt = path.suffix.lstrip(".").lower()
         if not fmt:
             raise ValueError(f"{path}: give a suffix (.png, .pdf) to choose the format")
+        # no creation date in a PDF: the same results give the same bytes
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
 
 
 def _done_runs(runs: Sequence, dataset: str) -> list[Run]:

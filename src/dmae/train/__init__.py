@@ -14,7 +14,7 @@ from dmae.train.optim import (
     peak_lr,
     vit_layer_id,
 )
-from dmae.train.state import load_resume, read_metrics
+from dmae.train.state import load_resume, read_metrics, seed_everything
 
 __all__ = [
     "ConsistencyHParams",
@@ -31,6 +31,7 @@ __all__ = [
     "lr_at",
     "peak_lr",
     "read_metrics",
+    "seed_everything",
     "setup_distributed",
     "smoothed_vote_accuracy",
     "train",

@@ -5,7 +5,8 @@ One call of ``train`` runs (or resumes) a whole run in ``out_dir``::
     out_dir/best.{safetensors,json}   best validation checkpoint (dmae.checkpoint layout)
     out_dir/last.{safetensors,json}   latest epoch's weights
     out_dir/resume.pt                 optimizer/scaler/RNG/progress, torch.load(weights_only=True)
-    out_dir/metrics.csv               one row per epoch
+    out_dir/metrics.csv               one row per epoch: losses, accuracies, lr (reproducible)
+    out_dir/timing.csv                one row per epoch: throughput and wall time (not)
 
 Under ``torchrun`` every rank calls ``train`` with the same arguments; only rank 0 writes.
 """
@@ -41,6 +42,7 @@ from dmae.train.hparams import TrainHParams
 from dmae.train.losses import classification_loss, consistency_loss
 from dmae.train.optim import build_optimizer, effective_batch, lr_at, peak_lr, set_lr
 from dmae.train.state import (
+    TIMING_COLUMNS,
     capture_rng,
     load_resume,
     restore_rng,
@@ -243,6 +245,7 @@ class _Run:
         self.last_saved = self.epoch
         if self.ctx.is_main:
             truncate_metrics(self.out_dir / "metrics.csv", self.epoch)
+            truncate_metrics(self.out_dir / "timing.csv", self.epoch, TIMING_COLUMNS)
             log.info("resumed %s at epoch %d, step %d", self.out_dir, self.epoch, self.step)
 
     def _resume_state(self) -> dict[str, Any]:
@@ -298,12 +301,14 @@ class _Run:
             metrics = self._evaluate()
             self.final, self.final_epoch = metrics, self.epoch
         row = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_loss": train_loss,
-               "images_per_s": images / max(train_time, 1e-9),
-               "epoch_time_s": time.perf_counter() - t0, "wall_time_s": self._wall(), **metrics}
+               **metrics}
+        timing = {"epoch": self.epoch, "images_per_s": images / max(train_time, 1e-9),
+                  "epoch_time_s": time.perf_counter() - t0, "wall_time_s": self._wall()}
         improved = self._update_best(metrics)
         save = last or self.epoch % hp.save_every == 0
         rngs = gather_objects(capture_rng(), self.ctx) if save else None
         if self.ctx.is_main:
+            write_metrics_row(self.out_dir / "timing.csv", timing, TIMING_COLUMNS)
             self._write_epoch_outputs(row, metrics, improved, save, rngs)
         self.ctx.barrier()
         if save:
@@ -311,7 +316,7 @@ class _Run:
         if self.ctx.is_main:
             log.info("epoch %d/%d step %d lr %.3g train_loss %.4f %s %.1f img/s", self.epoch,
                      hp.epochs, self.step, self.lr, train_loss,
-                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), row["images_per_s"])
+                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), timing["images_per_s"])
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.selection)

@@ -1,4 +1,8 @@
-"""Resume state (``resume.pt``), RNG capture and the per-run ``metrics.csv``.
+"""Resume state (``resume.pt``), RNG capture and the per-run ``metrics.csv`` / ``timing.csv``.
+
+``metrics.csv`` holds what the run learned (losses, accuracies, lr), which the same seed
+reproduces byte for byte; ``timing.csv`` holds how long it took, which no rerun reproduces,
+so only the first is a workflow output.
 
 ``resume.pt`` holds only tensors and plain Python types so it loads with
 ``torch.load(weights_only=True)``: no pickled objects are ever executed.
@@ -19,7 +23,8 @@ from dmae.io import atomic_path
 
 RESUME_FORMAT = 1
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_acc",
-                  "val_smoothed_acc", "images_per_s", "epoch_time_s", "wall_time_s")
+                  "val_smoothed_acc")
+TIMING_COLUMNS = ("epoch", "images_per_s", "epoch_time_s", "wall_time_s")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -81,34 +86,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_rows(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     # Rewriting the whole (small) file atomically means a kill never leaves a half line.
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: _fmt(r.get(k)) for k in METRIC_COLUMNS} for r in rows)
+    writer.writerows({k: _fmt(r.get(k)) for k in columns} for r in rows)
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 
 
-def write_metrics_row(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row`` to ``metrics.csv``, replacing rows of epochs >= its epoch.
+def write_metrics_row(path: Path, row: dict[str, Any],
+                      columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
+    """Append ``row`` to ``path`` (metrics.csv, or timing.csv with TIMING_COLUMNS), replacing
+    rows of epochs >= its epoch.
 
     A resumed run that redoes an epoch thus replaces that epoch's row instead of repeating it.
     """
-    unknown = set(row) - set(METRIC_COLUMNS)
+    unknown = set(row) - set(columns)
     if unknown:
-        raise ValueError(f"metrics row has unknown columns {sorted(unknown)}")
+        raise ValueError(f"{path.name} row has unknown columns {sorted(unknown)}")
     kept = [r for r in read_metrics(path) if int(r["epoch"]) < int(row["epoch"])]
-    _write_rows(path, [*kept, row])
+    _write_rows(path, [*kept, row], columns)
 
 
-def truncate_metrics(path: Path, last_epoch: int) -> None:
+def truncate_metrics(path: Path, last_epoch: int,
+                     columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
     """Drop rows after ``last_epoch`` (written by an epoch that never reached resume.pt)."""
     rows = read_metrics(path)
     kept = [r for r in rows if int(r["epoch"]) <= last_epoch]
     if len(kept) != len(rows):
-        _write_rows(path, kept)
+        _write_rows(path, kept, columns)
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
