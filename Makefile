@@ -8,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 # Snakemake rules call the `dmae` CLI, which lives in the venv.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test lint venv lock clean-venv
+.PHONY: reproduce test test-fast check lint venv lock clean-venv
 
 # Exactly the packages of requirements.lock (versions and hashes), then this project without
 # dependencies: every machine computes with the same libraries.
@@ -39,6 +39,23 @@ reproduce: venv
 ## make test: every test, plus ruff and snakemake --lint
 test: venv lint
 	$(BIN)/python -m pytest
+
+## make test-fast: the tests not marked slow (no whole-workflow runs), for iteration
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
+
+## make check: after make reproduce, compare this run with the committed reference: every
+## table cell (identical, within its 95% interval, or beyond: exit 1) and, for the default
+## config, every DVC-tracked output's hash against dvc.lock
+check: venv
+	@results=$$($(BIN)/python -c "import sys; from dmae import config, layout; \
+		print(layout.results_dir(config.load(sys.argv[1])))" $(CONFIG)) && \
+	ref=$$(mktemp -d) && trap 'rm -rf "$$ref"' EXIT && \
+	git archive HEAD "$$results/tables" | tar -x -C "$$ref" && \
+	$(BIN)/dmae compare "$$ref/$$results" "$$results" && \
+	if [ "$(CONFIG)" = config/default.yaml ]; then \
+		$(BIN)/dvc status && $(BIN)/dvc status --quiet && \
+		echo "check: every output has the hash dvc.lock records"; fi
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +80,41 @@ def test_best_over_sigma_envelope_by_hand():
     assert list(best_over_sigma(curves)) == [3 / 5, 2 / 5, 2 / 5, 1 / 5]
 
 
+def without_intervals(text: str) -> str:
+    """A rendered table with its " ±h" parts removed (checked on their own below)."""
+    return re.sub(r" ±[0-9.]+", "", text)
+
+
+def test_cells_carry_clopper_pearson_intervals(runs):
+    """Intervals against R's binom.test(k, 5)$conf.int, an independent implementation."""
+    table = per_sigma_table(runs, "cifar10", RADII)
+    rs = table.iloc[0]  # 2 of 5 correct at r=0, 0 of 5 at r=1
+    assert (rs["r=0 lo"], rs["r=0 hi"]) == pytest.approx((5.274495, 85.33672), abs=1e-4)
+    assert (rs["r=1 lo"], rs["r=1 hi"]) == pytest.approx((0.0, 52.18238), abs=1e-4)
+    dmae = table.iloc[2]  # 3 of 5
+    assert (dmae["r=0 lo"], dmae["r=0 hi"]) == pytest.approx((14.66328, 94.72550), abs=1e-4)
+    assert rs["ACR lo"] < rs["ACR"] < rs["ACR hi"]
+    md = to_markdown(table)
+    # the larger side of the interval is shown: 85.3 - 40.0 = 45.3
+    assert "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | 40.0 ±45.3 |" in md
+    best = best_sigma_table(runs, "cifar10", RADII)
+    assert best.iloc[1]["r=1 hi"] == pytest.approx(71.64179, abs=1e-4)  # 1 of 5 (sigma 0.5)
+
+
 def test_per_sigma_table_and_bold(runs):
     table = per_sigma_table(runs, "cifar10", RADII)
     assert list(table["method"]) == [RS["label"]] * 2 + [DMAE["label"]] * 2 + [MAE["label"]]
     assert list(table["sigma"]) == [0.25, 0.5, 0.25, 0.5, 0.25]
+    values = ["r=0", "r=0.25", "r=0.5", "r=1", "ACR"]
     assert list(table.columns) == ["method", "sigma", "images", "correct", "abstained",
-                                   "r=0", "r=0.25", "r=0.5", "r=1", "ACR"]
+                                   *[c for v in values for c in (v, f"{v} lo", f"{v} hi")]]
     rs = table.iloc[0]
     assert (rs["images"], rs["correct"], rs["abstained"]) == (5, 2, 2)
     assert list(table.iloc[2][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 20.0, 0.0]
     assert list(table.iloc[3][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 40.0, 20.0]
     assert np.isnan(table.iloc[1]["r=0"])
 
-    md = to_markdown(table).splitlines()
+    md = [without_intervals(line) for line in to_markdown(table).splitlines()]
     assert md[1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     # dmae 0.25 and 0.5 tie at r=0 and r=0.25 (both bold); 0.5 alone is best at r=0.5, r=1, ACR
     assert md[2] == "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | 40.0 | 20.0 | 20.0 | 0.0 | 0.120 |"
@@ -101,7 +124,7 @@ def test_per_sigma_table_and_bold(runs):
     assert md[5] == ("| DMAE ViT-B | 0.5 | 5 | 3 | 1 | **60.0** | **40.0** | **40.0** | **20.0** "
                      "| **0.380** |")
 
-    tex = to_latex(table).splitlines()
+    tex = [without_intervals(line) for line in to_latex(table).splitlines()]
     assert tex[0] == r"\begin{tabular}{lrrrrrrrrr}"
     assert r"DMAE ViT-B & 0.5 & 5 & 3 & 1 & \textbf{60.0} & \textbf{40.0} & \textbf{40.0} & " \
            r"\textbf{20.0} & \textbf{0.380} \\" in tex
@@ -114,7 +137,7 @@ def test_best_sigma_table(runs):
     assert list(table["sigmas"]) == ["0.25", "0.25,0.5", ""]
     assert list(table.iloc[1][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 40.0, 20.0]
     assert table.iloc[1]["ACR"] == pytest.approx(0.38)
-    md = to_markdown(table)
+    md = without_intervals(to_markdown(table))
     assert "| DMAE ViT-B | 0.25,0.5 | **60.0** | **40.0** | **40.0** | **20.0** | **0.380** |" in md
     assert "| MAE ViT-B |  | not run | not run | not run | not run | not run |" in md
 
@@ -232,3 +255,34 @@ def test_run_records_accept_tuples_and_dicts(tmp_path):
     assert (b.sigma, b.tsv, b.display, b.paper, b.checkpoint) == (0.5, Path("x.tsv"), "dmae",
                                                                   None, Path("c.json"))
     assert not b.done
+
+
+# ------------------------------------------------------------------- interval coverage
+
+DRAWS = 4000
+# Coverage estimated from DRAWS binomial samples: allow three Monte-Carlo standard errors.
+COVERAGE_FLOOR = 0.95 - 3 * (0.05 * 0.95 / DRAWS) ** 0.5
+
+
+def coverage(interval, n: int, p: float) -> float:
+    ks = np.random.default_rng(0).binomial(n, p, size=DRAWS)
+    bounds = {k: interval(k, n) for k in np.unique(ks)}
+    return float(np.mean([bounds[k][0] <= p <= bounds[k][1] for k in ks]))
+
+
+@pytest.mark.parametrize("n, p", [(20, 0.05), (20, 0.5), (500, 0.02), (500, 0.3), (500, 0.97)])
+def test_accuracy_interval_covers_the_true_accuracy(n, p):
+    from dmae.report.analysis import proportion_interval
+
+    assert coverage(proportion_interval, n, p) >= COVERAGE_FLOOR
+
+
+def test_a_normal_approximation_fails_the_same_check():
+    """The variant that must fail: a Wald interval undercovers near 0 with few images."""
+
+    def wald(k, n):
+        p = k / n
+        half = 1.96 * (p * (1 - p) / n) ** 0.5
+        return p - half, p + half
+
+    assert coverage(wald, 20, 0.05) < COVERAGE_FLOOR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -209,7 +210,9 @@ def test_base_classifier_table_values(cfg):
     write_report(cfg)
     table = read_table(cfg, "base_classifiers")
     assert list(table.columns) == ["method", "sigma", "epoch", "val acc %",
-                                   "val smoothed acc %", "images", "smoothed test acc %", "ACR"]
+                                   "val smoothed acc %", "images", "smoothed test acc %",
+                                   "smoothed test acc % lo", "smoothed test acc % hi", "ACR",
+                                   "ACR lo", "ACR hi"]
     rows = {(r["method"], r["sigma"]): r for r in table.to_dict("records")}
     rs = rows[("rs", "0.25")]
     assert rs["epoch"] == "1"
@@ -217,20 +220,24 @@ def test_base_classifier_table_values(cfg):
     assert float(rs["val smoothed acc %"]) == pytest.approx(12.5)
     assert rs["images"] == "5" and float(rs["smoothed test acc %"]) == pytest.approx(60.0)
     assert float(rs["ACR"]) == pytest.approx((0.2 + 0.1 + 0.05) / 5)
+    # 3 of 5: R's binom.test(3, 5)$conf.int
+    assert float(rs["smoothed test acc % lo"]) == pytest.approx(14.66328, abs=1e-4)
+    assert float(rs["smoothed test acc % hi"]) == pytest.approx(94.72550, abs=1e-4)
     dmae = rows[("dmae", "0.5")]
     assert dmae["epoch"] == "2" and float(dmae["val acc %"]) == pytest.approx(20.5)
     assert dmae["val smoothed acc %"] == "—"  # the checkpoint did not record it
     assert float(dmae["smoothed test acc %"]) == pytest.approx(40.0)
     assert rows[("rs", "0.5")]["epoch"] == "" and rows[("rs", "0.5")]["ACR"] == ""
 
-    md = (tables_dir(cfg) / "base_classifiers.md").read_text().splitlines()
+    md = re.sub(r" ±[0-9.]+", "", (tables_dir(cfg) / "base_classifiers.md").read_text())
+    md = md.splitlines()
     assert md[0] == ("| method | sigma | epoch | val acc % | val smoothed acc % | images "
                      "| smoothed test acc % | ACR |")
     assert md[2] == "| rs | 0.25 | 1 | 14.0 | 12.5 | 5 | **60.0** | 0.070 |"
     assert md[3] == "| rs | 0.5 | not run | not run | not run | not run | not run | not run |"
     assert md[4] == "| dmae | 0.25 | 3 | 17.5 | **18.5** | 5 | **60.0** | 0.128 |"
     assert md[5] == "| dmae | 0.5 | 2 | **20.5** | — | 5 | 40.0 | **0.170** |"
-    tex = (tables_dir(cfg) / "base_classifiers.tex").read_text()
+    tex = re.sub(r" ±[0-9.]+", "", (tables_dir(cfg) / "base_classifiers.tex").read_text())
     assert r"dmae & 0.5 & 2 & \textbf{20.5} & — & 5 & 40.0 & \textbf{0.170} \\" in tex
 
 
@@ -276,3 +283,92 @@ def test_a_validation_study_labels_its_certified_split(cfg):
     assert "smoothed val acc %" in read_table(cfg, "base_classifiers").columns
     summary = (tables_dir(cfg) / "summary.md").read_text()
     assert "validation image" in summary and "test image" not in summary
+
+
+# ------------------------------------------------------------------------ run comparison
+
+
+def compare(a: dict, b: dict):
+    from dmae.report.compare import compare_runs
+
+    return compare_runs(layout.results_dir(a), layout.results_dir(b))
+
+
+def test_compare_tells_identical_within_and_beyond(cfg, tmp_path):
+    populate(cfg)
+    write_report(cfg)
+    other = {**cfg, "paths": {**cfg["paths"], "results": str(tmp_path / "other")}}
+    populate(other)
+    write_report(other)
+    same = compare(cfg, other)
+    assert same.cells and not same.beyond_uncertainty
+    assert all(c.verdict == "identical" for c in same.cells)
+
+    # one image of five flips: far inside 5-image intervals
+    rows = [list(r) for r in TSVS[("dmae", 0.5)]]
+    rows[0] = [1, 2, 0.0, 0]
+    write_tsv(layout.certify_tsv(other, "micro", "dmae", 0.5), rows)
+    write_report(other)
+    small = compare(cfg, other)
+    changed = {(c.table, c.row, c.column): c for c in small.cells if c.verdict != "identical"}
+    assert changed[("certified_accuracy", "dmae 0.5", "r=0")].verdict == "within"
+    assert changed[("certified_accuracy", "dmae 0.5", "correct")].verdict == "different"
+    assert not small.beyond_uncertainty
+
+    # every image of dmae at 0.25 wrong: 0 of 5 lies outside 3 of 5's interval [14.7, 94.7]
+    write_tsv(layout.certify_tsv(other, "micro", "dmae", 0.25),
+              [(lab, -1, 0.0, 0) for lab, *_ in TSVS[("dmae", 0.25)]])
+    write_report(other)
+    large = compare(cfg, other)
+    beyond = {(c.table, c.row, c.column) for c in large.beyond_uncertainty}
+    assert ("certified_accuracy", "dmae 0.25", "r=0") in beyond
+
+    # a run whose table lacks a row: missing, beyond the uncertainty
+    table = tables_dir(other) / "certified_accuracy.csv"
+    table.write_text("".join(table.read_text().splitlines(keepends=True)[:-1]))
+    assert any(c.verdict == "missing" for c in compare(cfg, other).beyond_uncertainty)
+
+
+def test_compare_names_a_folder_without_tables(tmp_path):
+    from dmae.report.compare import compare_runs
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(FileNotFoundError, match="no tables to compare"):
+        compare_runs(tmp_path / "a", tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="no such results folder"):
+        compare_runs(tmp_path / "missing", tmp_path / "a")
+
+
+# ------------------------------------------------------------------------ seed spread
+
+
+def test_seed_spread_over_replicates(cfg):
+    cfg["methods"] = {
+        "rs_s0": {"pretraining": None, "consistency": False, "label": "RS", "recipe": "rs"},
+        "rs_s1": {"pretraining": None, "consistency": False, "label": "RS", "recipe": "rs",
+                  "finetune": {"seed": 1}},
+    }
+    cfg["sigmas"] = [0.25, 0.5]
+    seed0 = {0.25: [(1, 1, 0.3, 1), (2, 2, 0.1, 1), (0, 0, 0.2, 1), (4, 3, 0.0, 0)],  # 75 %
+             0.5: [(1, 1, 0.6, 1), (2, -1, 0.0, 0), (0, 0, 0.3, 1), (4, 3, 0.0, 0)]}  # 50 %
+    seed1 = {0.25: [(1, 1, 0.3, 1), (2, 0, 0.1, 0), (0, -1, 0.0, 0), (4, 3, 0.0, 0)],  # 25 %
+             0.5: [(1, 1, 0.9, 1), (2, 2, 0.7, 1), (0, 0, 0.8, 1), (4, 4, 0.6, 1)]}  # 100 %
+    for method, tsvs in (("rs_s0", seed0), ("rs_s1", seed1)):
+        for sigma, rows in tsvs.items():
+            write_tsv(layout.certify_tsv(cfg, "micro", method, sigma), rows)
+    assert layout.has_replicates(cfg)
+    write_report(cfg)  # also checks it wrote exactly the declared tables, seed_spread included
+    table = read_table(cfg, "seed_spread")
+    rows = {r["sigma"]: r for r in table.to_dict("records")}
+    assert set(table["method"]) == {"RS"} and list(table["sigma"]) == ["0.25", "0.5", "best"]
+    r0 = rows["0.25"]
+    assert r0["seeds"] == "2" and float(r0["r=0 mean"]) == pytest.approx(50.0)
+    assert (float(r0["r=0 min"]), float(r0["r=0 max"])) == (25.0, 75.0)
+    assert float(r0["r=0 sd"]) == pytest.approx(35.35534, abs=1e-4)
+    # best over sigma per seed first: seed 0 75 % (0.25), seed 1 100 % (0.5)
+    assert float(rows["best"]["r=0 mean"]) == pytest.approx(87.5)
+    md = (tables_dir(cfg) / "seed_spread.md").read_text()
+    assert "| RS | 0.25 | 2 | 50.0 (25.0–75.0) |" in md
+    # the per-sigma table tells the replicates apart
+    per_sigma = read_table(cfg, "certified_accuracy")
+    assert set(per_sigma["method"]) == {"RS (rs_s0)", "RS (rs_s1)"}

@@ -218,3 +218,50 @@ def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
                     "finetune": runs, "certify_shard": runs * cfg["certify"].get("shards", 1),
                     "merge_certify": runs, "report": 1, "default": 1}
     assert jobs == expected
+
+
+def run_outputs(workdir: Path, cfg: dict) -> dict[str, bytes]:
+    """Every file a run leaves under results/<name> that is a result (no logs, timings,
+    resume state or Snakemake's own records)."""
+    root = workdir / layout.results_dir(cfg)
+    skip = ("logs", "benchmarks")
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.parts[len(root.parts)] not in skip
+            and p.name not in ("resume.pt", "timing.csv", "run.json", "config.yaml")}
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_rerun_is_byte_identical_and_compare_flags_a_changed_tsv(smoke_run, tmp_path):
+    workdir, path, cfg = smoke_run
+    again = tmp_path / "again"
+    again.mkdir()
+    snakemake(again, write_config(again / "smoke.yaml", smoke_cfg()), "--cores", "2")
+    first, second = run_outputs(workdir, cfg), run_outputs(again, cfg)
+    assert any(name.endswith(".safetensors") for name in first)
+    assert sorted(first) == sorted(second)
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, f"a rerun wrote other bytes: {differ}"
+
+    def compare(a: Path, b: Path):
+        return subprocess.run([str(BIN / "dmae"), "compare", str(a), str(b), "--show", "all"],
+                              capture_output=True, text=True)
+
+    a, b = (d / layout.results_dir(cfg) for d in (workdir, again))
+    same = compare(a, b)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert re.search(r"(\d+) cells: \1 identical", same.stdout), same.stdout
+
+    # a deliberately changed certification: every image certified correct at radius 1
+    tsv = again / layout.certify_tsv(cfg, *layout.runs(cfg)[0])
+    header, *rows = tsv.read_text().splitlines()
+    changed = []
+    for row in rows:
+        f = row.split("\t")
+        f[2], f[3], f[4] = f[1], "1.0", "1"  # predict = label, radius, correct
+        changed.append("\t".join(f))
+    tsv.write_text("\n".join([header, *changed]) + "\n")
+    snakemake(again, again / "smoke.yaml", "--cores", "1", "--allowed-rules", "report")
+    flagged = compare(a, b)
+    assert flagged.returncode == 1, flagged.stdout + flagged.stderr
+    assert "beyond" in flagged.stdout and "certified_accuracy" in flagged.stdout

@@ -16,6 +16,7 @@ TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison", "base_cla
 TABLE_FORMATS = ("csv", "md", "tex")
 SUMMARY = "summary.md"  # the report's notes (budget, radius ceiling, missing runs), in tables/
 METRICS = "metrics.json"  # certified accuracies and ACR as numbers, for `dvc metrics diff`
+SEED_TABLE = "seed_spread"  # only for configs with replicates (methods sharing a recipe)
 FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -59,11 +60,21 @@ def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
     return [(model, name) for model in cfg["models"] for name in names]
 
 
+def has_replicates(cfg: dict) -> bool:
+    """Whether some recipe is run by several methods (seeds), so the report adds SEED_TABLE."""
+    recipes = [m["recipe"] for m in cfg["methods"].values() if m.get("recipe")]
+    return len(recipes) != len(set(recipes))
+
+
+def table_names(cfg: dict) -> tuple[str, ...]:
+    return TABLES + ((SEED_TABLE,) if has_replicates(cfg) else ())
+
+
 def table_paths(cfg: dict) -> list[Path]:
     """Every file of the tables folder the report writes: each table in each format, the
     summary and the metrics JSON."""
     tables = results_dir(cfg) / "tables"
-    return [tables / f"{name}.{ext}" for name in TABLES for ext in TABLE_FORMATS] + [
+    return [tables / f"{name}.{ext}" for name in table_names(cfg) for ext in TABLE_FORMATS] + [
         tables / SUMMARY, tables / METRICS]
 
 

@@ -1,5 +1,6 @@
-"""Certified accuracy, average certified radius, the best-over-sigma envelope and the radius
-ceiling of a certification budget.
+"""Certified accuracy, average certified radius, their confidence intervals over the finite set
+of certified images, the best-over-sigma envelope and the radius ceiling of a certification
+budget.
 
 A certification table has one row per test image with at least ``correct`` (1 when the smoothed
 prediction is the label, hence never for ABSTAIN) and ``radius`` (0.0 for ABSTAIN).
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import beta, norm, t
 
 from dmae.certify.run import read_certification
 
@@ -27,7 +28,8 @@ class Run:
     ``method`` is the id runs are grouped by; ``label`` is its display name (default: the
     id) and ``paper`` its method name in reference_results.csv (None: the paper has none).
     ``checkpoint`` is the JSON metadata of the fine-tuned base classifier it certifies (None:
-    unknown). A run is ``done`` once its TSV exists; until then every table says "not run".
+    unknown). ``recipe`` names the recipe the run replicates with another seed (None: not a
+    replicate). A run is ``done`` once its TSV exists; until then every table says "not run".
     """
 
     dataset: str
@@ -37,6 +39,7 @@ class Run:
     label: str | None = None
     paper: str | None = None
     checkpoint: Path | None = None
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         # Accept str paths and numeric-looking sigmas; empty labels/papers mean "none".
@@ -105,6 +108,56 @@ def average_certified_radius(df: pd.DataFrame) -> float:
     """ACR: mean over images of radius * correct (0 for wrong or abstained images)."""
     _check(df)
     return float(np.mean(df["radius"].to_numpy(dtype=np.float64) * (df["correct"] == 1)))
+
+
+# Level of the interval stated beside every certified accuracy and ACR in the tables.
+CONFIDENCE = 0.95
+
+
+def proportion_interval(k: int, n: int, level: float = CONFIDENCE) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval for a proportion observed as ``k`` of ``n``.
+
+    Exact (beta quantiles, not a normal approximation), so it covers the true proportion with
+    probability at least ``level`` for every proportion and n, including accuracies near 0 or
+    1, where a Wald interval undercovers. Here the proportion is an accuracy over the images
+    certified: the test images are a sample, and this is how far another sample of the same
+    size could land.
+    """
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"expected 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    tail = (1.0 - level) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1.0 - tail, k + 1, n - k))
+    return lo, hi
+
+
+def mean_interval(values: np.ndarray, level: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval for the mean of ``values`` (the ACR over images: a mean of radii)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1)
+                 / math.sqrt(len(values)))
+    return mean - half, mean + half
+
+
+def certified_accuracy_intervals(df: pd.DataFrame, radii: Sequence[float],
+                                 level: float = CONFIDENCE) -> pd.DataFrame:
+    """Clopper-Pearson interval of the certified accuracy at each radius: columns lo, hi."""
+    _check(df)
+    correct = df["correct"].to_numpy() == 1
+    radius = df["radius"].to_numpy(dtype=np.float64)
+    rows = [proportion_interval(int(np.sum(correct & (radius >= r))), len(df), level)
+            for r in radii]
+    return pd.DataFrame(rows, columns=["lo", "hi"],
+                        index=pd.Index([float(r) for r in radii], name="radius"))
+
+
+def acr_interval(df: pd.DataFrame, level: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval of the average certified radius over the certified images."""
+    _check(df)
+    return mean_interval(df["radius"].to_numpy(dtype=np.float64) * (df["correct"] == 1), level)
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:

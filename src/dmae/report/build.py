@@ -28,6 +28,8 @@ from dmae.report.tables import (
     paper_comparison_table,
     per_sigma_table,
     read_reference,
+    seed_spread_display,
+    seed_spread_table,
     write_table,
 )
 
@@ -48,9 +50,12 @@ def report_runs(cfg: dict) -> list[Run]:
     """
     several_models = len(cfg["models"]) > 1
     names = cfg["report"].get("paper_names") or {}
+    labels = [spec.get("label") or m for m, spec in cfg["methods"].items()]
     runs = []
     for model, method, sigma in layout.runs(cfg):
         label = cfg["methods"][method].get("label") or method
+        if labels.count(label) > 1:  # replicates share their recipe's label
+            label = f"{label} ({method})"
         runs.append(Run(
             dataset=cfg["dataset"]["name"],
             method=f"{model}/{method}" if several_models else method,
@@ -59,6 +64,7 @@ def report_runs(cfg: dict) -> list[Run]:
             label=f"{label} ({model})" if several_models else label,
             paper=names.get(f"{model}/{method}"),
             checkpoint=checkpoint_json(cfg, model, method, sigma),
+            recipe=cfg["methods"][method].get("recipe"),
         ))
     return runs
 
@@ -96,6 +102,12 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
         built[name] = builders[name]()
         write_table(built[name], table(name))
         written += table(name)
+    if layout.has_replicates(cfg):
+        spread = seed_spread_table(runs, dataset, radii, recipe_labels(cfg))
+        csv, *rendered = table(layout.SEED_TABLE)
+        write_table(spread, csv)
+        write_table(seed_spread_display(spread), rendered, bold_columns=[])
+        written += [csv, *rendered]
     summary = tables / layout.SUMMARY
     with atomic_path(summary) as tmp:
         tmp.write_text(summary_markdown(cfg, runs, reference_csv))
@@ -121,6 +133,16 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
     log.info("report of %s: %d of %d runs certified; tables in %s, figures in %s",
              cfg["name"], len(runs) - len(missing), len(runs), tables, figures)
     return written
+
+
+def recipe_labels(cfg: dict) -> dict[str, str]:
+    """Each recipe's name in the seed table: its methods' shared label, else the recipe id."""
+    labels: dict[str, set] = {}
+    for method, spec in cfg["methods"].items():
+        if spec.get("recipe"):
+            labels.setdefault(spec["recipe"], set()).add(spec.get("label") or method)
+    return {recipe: next(iter(names)) if len(names) == 1 else recipe
+            for recipe, names in labels.items()}
 
 
 def metrics_dict(per_sigma, best) -> dict:

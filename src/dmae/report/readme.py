@@ -1,7 +1,8 @@
 """The README's "Results" section, written from a run's committed result files.
 
-``run_info(cfg)`` records where a finished run came from (commit, machine class, wall time and
-peak memory from Snakemake's per-job benchmark files) in ``tables/run_info.json``, which git
+``run_info(cfg)`` records where a finished run came from (commit, machine class, package
+versions and the lock file's hash, the CPU kernels the jobs were pinned to, wall time and peak
+memory from Snakemake's per-job benchmark files) in ``tables/run_info.json``, which git
 keeps beside the tables; ``results_section(cfg)`` renders the section from those files only,
 so anyone can check that the README says what the committed files say.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmae import layout
+from dmae import layout, reproducibility
 from dmae.io import read_json, write_json
 from dmae.report.tables import REFERENCE_RESULTS, read_reference
 
@@ -42,15 +43,16 @@ def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
                                 "run the workflow first")
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "unknown"
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    software = reproducibility.software(repo)
+    gpu = software["cuda_device"] or "no GPU"
     return {
         "commit": commit,
-        # the vector ISA torch uses: an AVX2-only CPU ran this workflow ~2x slower than an
-        # AVX-512 one of the same core count
+        # the CPU's own vector ISA: an AVX2-only CPU ran this workflow ~2x slower than an
+        # AVX-512 one of the same core count (with native kernels)
         "machine": (f"{os.cpu_count()}-core {platform.machine()} CPU "
-                    f"({torch.backends.cpu.get_cpu_capability()}), {gpu}"),
+                    f"({reproducibility.machine_isa()}), {gpu}"),
+        "cpu_isa": reproducibility.cpu_isa(cfg),
+        **software,
         "wall_time_min": round((max(r[1] for r in rows) - min(r[0] for r in rows)) / 60, 1),
         "peak_job_rss_mib": round(max(r[2] for r in rows)),
         "jobs": len(rows),
@@ -61,6 +63,41 @@ def write_run_info(cfg: dict, repo: Path = Path(".")) -> Path:
     path = run_info_path(cfg)
     write_json(path, run_info(cfg, repo))
     return path
+
+
+def _software_line(info: dict) -> str:
+    """Versions, lock and CPU kernels of a run (run_info.json of older runs lacks them)."""
+    if "versions" not in info:
+        return "Package versions were not recorded for this run."
+    v = info["versions"]
+    pinned = ("CPU kernels pinned to AVX2 (`runtime.cpu_isa: avx2`), so any x86-64 machine "
+              "reruns it to the same bytes" if info.get("cpu_isa") == "avx2"
+              else f"CPU kernels: {info.get('cpu_capability')} (not pinned)")
+    return (f"Python {v['python']}, torch {v['torch']}, timm {v['timm']}, numpy {v['numpy']}, "
+            f"scipy {v['scipy']}, snakemake {v['snakemake']}, dvc {v['dvc']} "
+            f"(requirements.lock sha256 `{info['lock_sha256'][:12]}`); {pinned}.")
+
+
+def seeds_results_dir(cfg: dict) -> Path:
+    """Where the seed study of a config lives: the results of a config named <name>-seeds
+    (config/fashion-mnist-seeds.yaml for the default)."""
+    return layout.results_dir({**cfg, "name": f"{cfg['name']}-seeds"})
+
+
+def _seed_section(cfg: dict) -> list[str]:
+    folder = seeds_results_dir(cfg)
+    table = folder / "tables" / f"{layout.SEED_TABLE}.md"
+    if not table.is_file():
+        return []
+    info_path = folder / "tables" / "run_info.json"
+    run = ""
+    if info_path.is_file():
+        info = read_json(info_path)
+        run = (f" (commit `{info['commit']}`, {info['wall_time_min']} minutes on a "
+               f"{info['machine']})")
+    return [f"Seed spread: the same recipes trained with three pretraining and fine-tuning "
+            f"seeds each, `{cfg['name']}-seeds`{run}; mean (min–max) over the seeds of the "
+            "certified accuracy (%) on the same test images:", "", _table(table), ""]
 
 
 def _table(path: Path) -> str:
@@ -94,7 +131,8 @@ def results_section(cfg: dict) -> str:
         info = read_json(info_path)
         provenance = (f"From a real run of `{cfg['name']}` at commit `{info['commit']}` on a "
                       f"{info['machine']}: {info['wall_time_min']} minutes of wall time for "
-                      f"{info['jobs']} jobs, at most {info['peak_job_rss_mib']} MiB per job.")
+                      f"{info['jobs']} jobs, at most {info['peak_job_rss_mib']} MiB per job. "
+                      + _software_line(info))
     else:
         provenance = (f"`{cfg['name']}` has not been run and committed yet: run `make "
                       "reproduce`, then `dmae run-info` and `dmae readme-results`.")
@@ -105,7 +143,10 @@ def results_section(cfg: dict) -> str:
         "",
         provenance,
         f"Certification: n0 = {c['n0']}, n = {c['n']}, alpha = {c['alpha']}, every "
-        f"{c['stride']}th test image. Model selection used the validation split only.",
+        f"{c['stride']}th test image. Model selection used the validation split only. "
+        "A cell's ±h is the larger side of its 95% interval over the certified images "
+        "(Clopper-Pearson; a t-interval for the ACR): how far another sample of test images "
+        "could move it, not how far another training run could.",
         "",
         "Certified accuracy (%), best over sigma:",
         "",
@@ -124,6 +165,7 @@ def results_section(cfg: dict) -> str:
         png = figures / f"{name}.png"
         if png.is_file():
             lines += [f"![{name.replace('_', ' ')}]({png.as_posix()})", ""]
+    lines += _seed_section(cfg)
     lines += ["The paper's own claims, for comparison (ImageNet Table 1, CIFAR-10 Table 3):",
               "", paper_claims(), "", END]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,12 @@
 """Certified-accuracy tables as CSV, Markdown and LaTeX.
 
 Certified accuracies are in percent, columns named ``r=<radius>`` (or ending in ``%``); ``ACR``
-is the average certified radius. Markdown and LaTeX show the best value of each accuracy/ACR
-column in bold (every tied cell, compared as displayed) and "not run" for runs whose TSV does
-not exist yet; "—" marks a number the paper does not report. The LaTeX uses booktabs rules.
+is the average certified radius. Each certified accuracy and ACR has its 95% interval over the
+certified images in the columns ``<column> lo`` and ``<column> hi`` (Clopper-Pearson; a
+t-interval for the ACR); Markdown and LaTeX show it as ``value ±h``, h the larger of the two
+sides. They also show the best value of each accuracy/ACR column in bold (every tied cell,
+compared as displayed) and "not run" for runs whose TSV does not exist yet; "—" marks a number
+the paper does not report. The LaTeX uses booktabs rules.
 
 Tables: ``per_sigma_table`` (one row per method and sigma), ``best_sigma_table`` (best over
 sigma per method), ``paper_comparison_table`` (the published numbers of every dataset in
@@ -24,10 +27,12 @@ from dmae.io import atomic_path, read_json
 from dmae.report.analysis import (
     Run,
     accuracy_by_sigma,
+    acr_interval,
     as_runs,
     average_certified_radius,
     best_over_sigma,
     certified_accuracy,
+    certified_accuracy_intervals,
     counts,
     load,
 )
@@ -41,6 +46,36 @@ REFERENCE_RESULTS = Path(__file__).resolve().parents[1] / "reference_results.csv
 
 def radius_column(r: float) -> str:
     return f"r={float(r):g}"
+
+
+LO, HI = " lo", " hi"  # suffixes of a column's interval bounds
+
+
+def interval_columns(column: str) -> tuple[str, str]:
+    """Names of the columns holding ``column``'s 95% interval."""
+    return column + LO, column + HI
+
+
+def _with_interval(row: dict, column: str, value: float, interval: tuple[float, float],
+                   scale: float = 1.0) -> None:
+    lo, hi = interval_columns(column)
+    row[column], row[lo], row[hi] = scale * value, scale * interval[0], scale * interval[1]
+
+
+def _accuracy_cells(df: pd.DataFrame, radii: Sequence[float]) -> dict:
+    """Certified accuracy (%) at each radius and the ACR, each with its interval."""
+    acc = certified_accuracy(df, radii)
+    bounds = certified_accuracy_intervals(df, radii)
+    row: dict = {}
+    for r in radii:
+        _with_interval(row, radius_column(r), acc[float(r)],
+                       tuple(bounds.loc[float(r)]), scale=100)
+    _with_interval(row, "ACR", average_certified_radius(df), acr_interval(df))
+    return row
+
+
+def _missing_cells(columns: Sequence[str]) -> dict:
+    return {c: math.nan for column in columns for c in (column, *interval_columns(column))}
 
 
 def _dataset_runs(runs: Sequence, dataset: str) -> list[Run]:
@@ -67,13 +102,10 @@ def per_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd.
         if run.done:
             df = load(run.tsv)
             row.update(counts(df))
-            acc = certified_accuracy(df, radii)
-            row.update({radius_column(r): 100 * acc[float(r)] for r in radii})
-            row["ACR"] = average_certified_radius(df)
+            row.update(_accuracy_cells(df, radii))
         else:
             row.update({"images": pd.NA, "correct": pd.NA, "abstained": pd.NA})
-            row.update({radius_column(r): math.nan for r in radii})
-            row["ACR"] = math.nan
+            row.update(_missing_cells([*map(radius_column, radii), "ACR"]))
         rows.append(row)
     table = pd.DataFrame(rows)
     for column in ("images", "correct", "abstained"):
@@ -85,7 +117,8 @@ def best_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd
     """One row per method: for each radius the best certified accuracy (%) over its sigmas.
 
     ``ACR`` is the best ACR over sigmas; ``sigmas`` lists the finished runs the row is taken
-    over (a method with none shows missing values).
+    over (a method with none shows missing values). A cell's interval is that of the sigma it
+    comes from (which ignores that the best of several was picked).
     """
     selected = _dataset_runs(runs, dataset)
     rows = []
@@ -94,16 +127,71 @@ def best_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd
         done = [run for run in method_runs if run.done]
         row: dict = {"method": method_runs[0].display,
                      "sigmas": ",".join(f"{r.sigma:g}" for r in done)}
-        curves = accuracy_by_sigma(method_runs, radii)
-        if done:
-            best = best_over_sigma(curves)
-            row.update({radius_column(r): 100 * best[float(r)] for r in radii})
-            row["ACR"] = max(average_certified_radius(load(run.tsv)) for run in done)
-        else:
-            row.update({radius_column(r): math.nan for r in radii})
-            row["ACR"] = math.nan
+        columns = [*map(radius_column, radii), "ACR"]
+        row.update(_missing_cells(columns))
+        for run in done:  # keep each column's best value, with its own interval
+            cells = _accuracy_cells(load(run.tsv), radii)
+            for column in columns:
+                if not cells[column] <= row[column]:  # NaN (nothing yet) compares False
+                    for name in (column, *interval_columns(column)):
+                        row[name] = cells[name]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+SPREAD_STATS = ("mean", "sd", "min", "max")
+
+
+def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
+                      labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mean and spread over the seeds of each recipe: one row per (recipe, sigma), plus a
+    ``best`` row per recipe for the best-over-sigma envelope of each seed.
+
+    Runs sharing ``Run.recipe`` are replicates (a method per seed). For each radius column
+    ``r=<radius>`` and ``ACR`` the CSV has ``<column> mean|sd|min|max`` over the finished
+    replicates (sd with ddof 1, 0 for one seed); ``seeds`` counts them. ``labels`` names each
+    recipe (default: its id).
+    """
+    selected = [run for run in _dataset_runs(runs, dataset) if run.recipe]
+    columns = [*map(radius_column, radii), "ACR"]
+    rows = []
+    for recipe in dict.fromkeys(run.recipe for run in selected):
+        of_recipe = [run for run in selected if run.recipe == recipe]
+        sigmas = sorted({run.sigma for run in of_recipe})
+        curves: dict[str, list[dict]] = {}  # sigma (or "best") -> one curve per seed
+        for method in dict.fromkeys(run.method for run in of_recipe):
+            done = [run for run in of_recipe if run.method == method and run.done]
+            per_sigma = {run.sigma: _accuracy_cells(load(run.tsv), radii) for run in done}
+            for sigma, cells in per_sigma.items():
+                curves.setdefault(f"{sigma:g}", []).append(cells)
+            if len(per_sigma) == len(sigmas):  # the envelope needs every sigma of the seed
+                curves.setdefault("best", []).append(
+                    {c: max(cells[c] for cells in per_sigma.values()) for c in columns})
+        for key in [f"{s:g}" for s in sigmas] + ["best"]:
+            row: dict = {"method": (labels or {}).get(recipe, recipe), "sigma": key,
+                         "seeds": len(curves.get(key, []))}
+            for column in columns:
+                values = pd.Series([c[column] for c in curves.get(key, [])], dtype=float)
+                sd = values.std(ddof=1) if len(values) > 1 else 0.0 if len(values) else math.nan
+                stats = (values.mean(), sd, values.min(), values.max())
+                row.update({f"{column} {name}": value
+                            for name, value in zip(SPREAD_STATS, stats, strict=True)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_spread_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The seed table as Markdown/LaTeX show it: ``mean (min–max)`` per cell."""
+    shown = table[["method", "sigma", "seeds"]].copy()
+    values = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
+    for column in values:
+        decimals = _decimals(column)
+        shown[column] = [
+            NOT_RUN if pd.isna(row[f"{column} mean"]) else
+            f"{row[f'{column} mean']:.{decimals}f} ({row[f'{column} min']:.{decimals}f}–"
+            f"{row[f'{column} max']:.{decimals}f})"
+            for _, row in table.iterrows()]
+    return shown
 
 
 def read_reference(reference_csv: str | os.PathLike = REFERENCE_RESULTS) -> pd.DataFrame:
@@ -206,8 +294,9 @@ def paper_comparison_table(runs: Sequence, dataset: str | Sequence[str] | None =
 
 def base_columns(split: str = "test") -> list[str]:
     """Columns of the base-classifier table; ``split`` is the split that was certified."""
+    smoothed = f"smoothed {split} acc %"
     return ["method", "sigma", "epoch", "val acc %", "val smoothed acc %", "images",
-            f"smoothed {split} acc %", "ACR"]
+            smoothed, *interval_columns(smoothed), "ACR", *interval_columns("ACR")]
 
 
 def base_classifier_table(runs: Sequence, split: str = "test") -> pd.DataFrame:
@@ -223,7 +312,7 @@ def base_classifier_table(runs: Sequence, split: str = "test") -> pd.DataFrame:
     selected = as_runs(runs)
     methods = _methods(selected)
     columns = base_columns(split)
-    smoothed = columns[-2]
+    smoothed = f"smoothed {split} acc %"
     rows = []
     for run in sorted(selected, key=lambda r: (methods.index(r.method), r.sigma)):
         row: dict = {"method": run.display, "sigma": run.sigma, "epoch": pd.NA,
@@ -239,10 +328,12 @@ def base_classifier_table(runs: Sequence, split: str = "test") -> pd.DataFrame:
         if run.done:
             df = load(run.tsv)
             row["images"] = len(df)
-            row[smoothed] = 100 * certified_accuracy(df, [0.0])[0.0]
-            row["ACR"] = average_certified_radius(df)
+            cells = _accuracy_cells(df, [0.0])
+            _with_interval(row, smoothed, cells["r=0"], (cells["r=0 lo"], cells["r=0 hi"]))
+            for name in ("ACR", *interval_columns("ACR")):
+                row[name] = cells[name]
         else:
-            row.update({"images": pd.NA, smoothed: math.nan, "ACR": math.nan})
+            row.update({"images": pd.NA, **_missing_cells([smoothed, "ACR"])})
         rows.append(row)
     table = pd.DataFrame(rows, columns=columns)
     for column in ("epoch", "images"):
@@ -275,36 +366,55 @@ TEXT_COLUMNS = ("dataset", "method", "sigmas", "run")  # left-aligned
 
 def default_bold_columns(table: pd.DataFrame) -> list[str]:
     """Accuracy (``r=<radius>``, ``... acc %``) and ACR columns: where the best is marked."""
-    return [c for c in table.columns
-            if c.startswith("r=") or c == "ACR" or str(c).endswith("acc %")]
+    return [c for c in _shown_columns(table)
+            if c.startswith("r=") or c == "ACR" or c.endswith("acc %")]
 
 
-def _format_cell(column: str, value) -> str:
+def _decimals(column: str) -> int | None:
+    if column.startswith("r=") or column.endswith("%"):
+        return 1
+    return 3 if column == "ACR" else None
+
+
+def _format_cell(column: str, value, interval: tuple | None = None) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return NOT_RUN
     if isinstance(value, str):
         return value
-    if column.startswith("r=") or column.endswith("%"):
-        return f"{value:.1f}"
-    if column == "ACR":
-        return f"{value:.3f}"
+    decimals = _decimals(column)
+    if decimals is not None:
+        text = f"{value:.{decimals}f}"
+        if interval is not None and not any(pd.isna(v) for v in interval):
+            # the larger side of the (possibly asymmetric) interval: never understated
+            text += f" ±{max(value - interval[0], interval[1] - value):.{decimals}f}"
+        return text
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _shown_columns(table: pd.DataFrame) -> list[str]:
+    """The columns a reader sees: interval bounds are folded into their value's cell."""
+    bounds = {c for column in table.columns for c in interval_columns(str(column))}
+    return [str(c) for c in table.columns if str(c) not in bounds]
 
 
 def _display(table: pd.DataFrame, bold_columns: Sequence[str] | None
              ) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Headers, formatted cells and bold flags (best displayed value per bold column)."""
     bold_columns = default_bold_columns(table) if bold_columns is None else list(bold_columns)
-    headers = [str(c) for c in table.columns]
-    cells = [[_format_cell(c, v) for c, v in zip(headers, row, strict=True)]
-             for row in table.itertuples(index=False)]
+    headers = _shown_columns(table)
+    cells = []
+    for _, row in table.iterrows():
+        cells.append([_format_cell(c, row[c], tuple(row[b] for b in interval_columns(c))
+                                   if interval_columns(c)[0] in table.columns else None)
+                      for c in headers])
     bold = [[False] * len(headers) for _ in cells]
     for j, column in enumerate(headers):
         if column not in bold_columns:
             continue
-        numbers = {i: float(row[j]) for i, row in enumerate(cells) if _is_number(row[j])}
+        numbers = {i: _leading_number(row[j]) for i, row in enumerate(cells)}
+        numbers = {i: v for i, v in numbers.items() if v is not None}
         if numbers:
             best = max(numbers.values())
             for i, value in numbers.items():
@@ -312,12 +422,12 @@ def _display(table: pd.DataFrame, bold_columns: Sequence[str] | None
     return headers, cells, bold
 
 
-def _is_number(text: str) -> bool:
+def _leading_number(text: str) -> float | None:
+    """The value of a cell as displayed ("63.0 ±4.3" -> 63.0), None if it is no number."""
     try:
-        float(text)
+        return float(text.split(" ±")[0])
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def to_markdown(table: pd.DataFrame, bold_columns: Sequence[str] | None = None) -> str:
@@ -358,12 +468,13 @@ def write_table(table: pd.DataFrame, paths: Sequence[str | os.PathLike] | str | 
                 bold_columns: Sequence[str] | None = None) -> None:
     """Write ``table`` to each path, the format chosen by suffix (.csv, .md, .tex), atomically.
 
-    The CSV keeps full-precision numbers and no bold markers.
+    The CSV keeps numbers (6 decimals) with their interval columns, no bold markers.
     """
     for path in [paths] if isinstance(paths, str | os.PathLike) else paths:
         path = Path(path)
         if path.suffix == ".csv":
-            text = table.to_csv(index=False)
+            # 6 decimals: 72.24, not the float sum's 72.24000000000001
+            text = table.round(6).to_csv(index=False)
         elif path.suffix == ".md":
             text = to_markdown(table, bold_columns)
         elif path.suffix == ".tex":
