@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from importlib import metadata
 
 import pytest
-import torch
 from conftest import BIN, REPO
 
 from dmae import config as cfglib
+from dmae import reproducibility
 from dmae.report.readme import END, START, run_info, update_readme
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -35,7 +36,9 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     info = run_info(cfg, REPO)
     assert info["wall_time_min"] == pytest.approx((1_000_900 - (1_000_000 - 60)) / 60, abs=0.1)
     assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
-    assert f"CPU ({torch.backends.cpu.get_cpu_capability()})" in info["machine"]
+    assert f"CPU ({reproducibility.machine_isa()})" in info["machine"]
+    assert info["cpu_isa"] == "avx2" and info["versions"]["torch"] == metadata.version("torch")
+    assert info["lock_sha256"] == reproducibility.file_sha256(REPO / "requirements.lock")
 
 
 def test_update_readme_replaces_only_the_generated_section(tmp_path):
