@@ -50,3 +50,23 @@ def test_update_readme_replaces_only_the_generated_section(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="no generated results section"):
         update_readme(readme, "x")
+
+
+def test_seed_claims_tell_all_overlap_and_no():
+    import pandas as pd
+
+    from dmae.report.readme import seed_claims
+
+    def row(recipe, label, mean, lo, hi):
+        return {"method": label, "recipe": recipe, "sigma": "best", "seeds": 3,
+                "r=1 mean": mean, "r=1 min": lo, "r=1 max": hi}
+
+    spread = pd.DataFrame([row("dmae", "DMAE + CR", 40.0, 38.0, 42.0),
+                           row("rs", "RS", 30.0, 28.0, 33.0),
+                           row("mae", "MAE + CR", 39.0, 36.0, 41.0)])
+    text = seed_claims(spread)
+    assert "| DMAE + CR > RS | best | +10.0 **all** |" in text
+    assert "| DMAE + CR > MAE + CR | best | +1.0 overlap |" in text
+    assert seed_claims(spread[spread["recipe"] != "dmae"]) == ""  # no claim can be judged
+    spread.loc[0, ["r=1 mean", "r=1 min", "r=1 max"]] = [29.0, 27.0, 31.0]
+    assert "| DMAE + CR > RS | best | -1.0 no |" in seed_claims(spread)

@@ -150,7 +150,7 @@ def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
     Runs sharing ``Run.recipe`` are replicates (a method per seed). For each radius column
     ``r=<radius>`` and ``ACR`` the CSV has ``<column> mean|sd|min|max`` over the finished
     replicates (sd with ddof 1, 0 for one seed); ``seeds`` counts them. ``labels`` names each
-    recipe (default: its id).
+    recipe (default: its id), ``recipe`` is the id.
     """
     selected = [run for run in _dataset_runs(runs, dataset) if run.recipe]
     columns = [*map(radius_column, radii), "ACR"]
@@ -168,8 +168,8 @@ def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
                 curves.setdefault("best", []).append(
                     {c: max(cells[c] for cells in per_sigma.values()) for c in columns})
         for key in [f"{s:g}" for s in sigmas] + ["best"]:
-            row: dict = {"method": (labels or {}).get(recipe, recipe), "sigma": key,
-                         "seeds": len(curves.get(key, []))}
+            row: dict = {"method": (labels or {}).get(recipe, recipe), "recipe": recipe,
+                         "sigma": key, "seeds": len(curves.get(key, []))}
             for column in columns:
                 values = pd.Series([c[column] for c in curves.get(key, [])], dtype=float)
                 sd = values.std(ddof=1) if len(values) > 1 else 0.0 if len(values) else math.nan
@@ -182,7 +182,7 @@ def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
 
 def seed_spread_display(table: pd.DataFrame) -> pd.DataFrame:
     """The seed table as Markdown/LaTeX show it: ``mean (min–max)`` per cell."""
-    shown = table[["method", "sigma", "seeds"]].copy()
+    shown = table[["method", "sigma", "seeds"]].copy()  # the recipe id is for programs
     values = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     for column in values:
         decimals = _decimals(column)
