@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
     args = ap.parse_args(argv)
+    pins = " ".join(f"{k}={v}" for k, v in reproducibility.PINS["avx2"].items())
     print(f"CPU: {reproducibility.machine_isa()}, {os.cpu_count()} cores; {args.threads} "
-          f"thread(s); pins: {' '.join(f'{k}={v}' for k, v in reproducibility.PINS['avx2'].items())}")
+          f"thread(s); pins: {pins}")
     train_args = ["--threads", str(args.threads), "--steps", str(args.steps), "--no-vit-b"]
     certify_args = ["--device", "cpu", "--threads", str(args.threads), "--model",
                     "vit_tiny_patch16_224", "--img-size", "32", "--batch", "250", "--n0", "250",
