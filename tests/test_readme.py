@@ -70,3 +70,6 @@ def test_seed_claims_tell_all_overlap_and_no():
     assert seed_claims(spread[spread["recipe"] != "dmae"]) == ""  # no claim can be judged
     spread.loc[0, ["r=1 mean", "r=1 min", "r=1 max"]] = [29.0, 27.0, 31.0]
     assert "| DMAE + CR > RS | best | -1.0 no |" in seed_claims(spread)
+    nothing = spread.copy()
+    nothing[["r=1 mean", "r=1 min", "r=1 max"]] = 0.0
+    assert "| DMAE + CR > RS | best | — |" in seed_claims(nothing)

@@ -102,7 +102,8 @@ def _seed_section(cfg: dict) -> list[str]:
     if claims:
         lines += ["The paper's claims across seeds: the mean difference in points, and whether "
                   "every seed of the first recipe beats every seed of the second (**all**), "
-                  "the means differ but the seed ranges overlap (overlap), or not (no):", "",
+                  "the means differ but the seed ranges overlap (overlap), or not (no); — where "
+                  "neither certifies anything (above the radius ceiling):", "",
                   claims, ""]
     return lines
 
@@ -129,8 +130,8 @@ def seed_claims(spread: pd.DataFrame) -> str:
             cells = []
             for column in values:
                 diff = a[f"{column} mean"] - b[f"{column} mean"]
-                if diff != diff:  # NaN: a recipe has no finished seed
-                    cells.append("—")
+                if diff != diff or a[f"{column} max"] == b[f"{column} max"] == 0:
+                    cells.append("—")  # a recipe has no finished seed, or none certifies here
                     continue
                 verdict = ("**all**" if a[f"{column} min"] > b[f"{column} max"]
                            else "overlap" if diff > 0 else "no")
