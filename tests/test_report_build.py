@@ -372,3 +372,20 @@ def test_seed_spread_over_replicates(cfg):
     # the per-sigma table tells the replicates apart
     per_sigma = read_table(cfg, "certified_accuracy")
     assert set(per_sigma["method"]) == {"RS (rs_s0)", "RS (rs_s1)"}
+
+
+def test_compare_with_a_run_that_states_no_intervals(cfg, tmp_path):
+    """Tables from before the intervals: the other run's interval judges the cell."""
+    populate(cfg)
+    write_report(cfg)
+    old = {**cfg, "paths": {**cfg["paths"], "results": str(tmp_path / "old")}}
+    populate(old)
+    rows = [list(r) for r in TSVS[("dmae", 0.5)]]
+    rows[0] = [1, 2, 0.0, 0]  # one image of five flips
+    write_tsv(layout.certify_tsv(old, "micro", "dmae", 0.5), rows)
+    write_report(old)
+    table = pd.read_csv(tables_dir(old) / "certified_accuracy.csv")
+    table[[c for c in table.columns if not c.endswith((" lo", " hi"))]].to_csv(
+        tables_dir(old) / "certified_accuracy.csv", index=False)
+    cells = {(c.table, c.row, c.column): c for c in compare(old, cfg).cells}
+    assert cells[("certified_accuracy", "dmae 0.5", "r=0")].verdict == "within"

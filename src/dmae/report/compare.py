@@ -8,7 +8,8 @@ Clopper-Pearson bounds would not do: 1 of 500 images has a lower bound above 0, 
 more or less at an accuracy near 0 would count as beyond.) Cells without an interval (image
 counts, validation accuracies, the epoch chosen) are reported when they differ but decide
 nothing, except ``images``: runs that certified different images do not measure the same
-thing. A row or table one run lacks is a difference beyond the uncertainty.
+thing. A row or table one run lacks is a difference beyond the uncertainty. When only one
+run states a cell's interval (tables made before intervals were stated), its h serves both.
 
 On one machine, and on any x86-64 machine with ``runtime.cpu_isa: avx2``, a rerun of the same
 commit gives identical cells; GPU runs and changed code get the uncertainty check.
@@ -89,13 +90,16 @@ def _judge(column: str, a: pd.Series, b: pd.Series) -> tuple[str, str]:
     if a[column] == b[column]:
         return IDENTICAL, ""
     lo, hi = interval_columns(column)
-    if lo not in a.index or hi not in a.index:
+    stated = [lo in row.index and hi in row.index for row in (a, b)]
+    if not any(stated):
         if column in DECIDING_WITHOUT_INTERVAL:
             return BEYOND, "a different number of images"
         return DIFFERENT, "no stated uncertainty"
     va, vb = _number(a[column]), _number(b[column])
-    ha = max(va - _number(a[lo]), _number(a[hi]) - va)
-    hb = max(vb - _number(b[lo]), _number(b[hi]) - vb)
+    ha = max(va - _number(a[lo]), _number(a[hi]) - va) if stated[0] else math.nan
+    hb = max(vb - _number(b[lo]), _number(b[hi]) - vb) if stated[1] else math.nan
+    # a run from before the intervals were stated is judged by the other run's
+    ha, hb = (hb if math.isnan(ha) else ha), (ha if math.isnan(hb) else hb)
     if any(math.isnan(v) for v in (va, vb, ha, hb)):
         return BEYOND, "one run has no value"
     note = f"|A - B| = {abs(va - vb):.4g}, A ±{ha:.4g}, B ±{hb:.4g}"
