@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,3 +21,13 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def bin_dir() -> Path:
     return BIN
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a Snakemake dry run ({} when nothing
+    is to be done); ``proc`` is its CompletedProcess."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}

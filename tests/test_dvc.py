@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, DEBIAN_FMNIST, REPO
+from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
 from dmae import config as cfglib
 from dmae import dvcstages
@@ -27,15 +27,6 @@ def run(cmd, cwd, env=None, check=True):
         raise AssertionError(f"{' '.join(map(str, cmd))} failed in {cwd} "
                              f"({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run ({} when nothing to do)."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 # ----------------------------------------------------------------------- the generated file

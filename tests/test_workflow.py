@@ -2,6 +2,7 @@
 
 One smoke run of the whole chain (data -> pretraining -> fine-tuning -> certification shards
 -> merge -> report) is shared by the tests below; the rerun tests are dry runs against it.
+Every test that needs that run is marked slow (`make test-fast` leaves them out).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, DEBIAN_FMNIST, REPO
+from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
 from dmae import config as cfglib
 from dmae import layout
@@ -31,22 +32,6 @@ def snakemake(workdir, configfile, *args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """The 'Job stats' table of a dry run as {rule: count} (empty when nothing to do)."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    stats = text.split("Job stats:")[1]
-    jobs = {}
-    for line in stats.splitlines()[3:]:
-        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
-        if not match:
-            break
-        jobs[match[1]] = int(match[2])
-    jobs.pop("total", None)
-    return jobs
 
 
 def write_config(path: Path, cfg: dict) -> Path:
@@ -89,6 +74,7 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_smoke_run_produces_every_table_and_figure(smoke_run):
     workdir, _, cfg = smoke_run
     recons = [layout.reconstruction_figure(cfg, m, p) for m, p in layout.used_pretrainings(cfg)]
@@ -105,6 +91,7 @@ def test_smoke_run_produces_every_table_and_figure(smoke_run):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_snakemake_report_bundles_figures_and_tables(smoke_run, tmp_path):
     workdir, path, _ = smoke_run
     snakemake(workdir, path, "--report", str(tmp_path / "report.html"))
@@ -114,12 +101,14 @@ def test_snakemake_report_bundles_figures_and_tables(smoke_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_finished_run_has_nothing_to_do(smoke_run):
     workdir, path, _ = smoke_run
     assert planned_jobs(snakemake(workdir, path, "-n")) == {}
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_changing_one_sigma_reruns_only_its_chain(smoke_run, tmp_path):
     workdir, _, cfg = smoke_run
     changed = smoke_cfg()
@@ -131,6 +120,7 @@ def test_changing_one_sigma_reruns_only_its_chain(smoke_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_dry_run_leaves_the_running_config_alone(smoke_run, tmp_path):
     """Jobs read results/<name>/config.yaml: a dry run of an edited config must not rewrite
     it under a run that is still going."""
@@ -144,6 +134,7 @@ def test_dry_run_leaves_the_running_config_alone(smoke_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
     workdir, _, cfg = smoke_run
     changed = smoke_cfg()
@@ -155,6 +146,7 @@ def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_validation_split_certifies_validation_images(smoke_run, tmp_path):
     """certify.split: val (studies that choose settings) reruns certification only, and the
     rows it writes are validation images with their validation labels."""
@@ -180,6 +172,7 @@ def test_validation_split_certifies_validation_images(smoke_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_editing_report_code_reruns_only_the_report(smoke_run):
     workdir, path, _ = smoke_run
     source = REPO / "src" / "dmae" / "report" / "tables.py"
