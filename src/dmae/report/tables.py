@@ -74,6 +74,11 @@ def _accuracy_cells(df: pd.DataFrame, radii: Sequence[float]) -> dict:
     return row
 
 
+def _value_columns(radii: Sequence[float]) -> list[str]:
+    """The columns that carry an interval: certified accuracy per radius, then the ACR."""
+    return [*map(radius_column, radii), "ACR"]
+
+
 def _missing_cells(columns: Sequence[str]) -> dict:
     return {c: math.nan for column in columns for c in (column, *interval_columns(column))}
 
@@ -105,7 +110,7 @@ def per_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd.
             row.update(_accuracy_cells(df, radii))
         else:
             row.update({"images": pd.NA, "correct": pd.NA, "abstained": pd.NA})
-            row.update(_missing_cells([*map(radius_column, radii), "ACR"]))
+            row.update(_missing_cells(_value_columns(radii)))
         rows.append(row)
     table = pd.DataFrame(rows)
     for column in ("images", "correct", "abstained"):
@@ -127,7 +132,7 @@ def best_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd
         done = [run for run in method_runs if run.done]
         row: dict = {"method": method_runs[0].display,
                      "sigmas": ",".join(f"{r.sigma:g}" for r in done)}
-        columns = [*map(radius_column, radii), "ACR"]
+        columns = _value_columns(radii)
         row.update(_missing_cells(columns))
         for run in done:  # keep each column's best value, with its own interval
             cells = _accuracy_cells(load(run.tsv), radii)
@@ -153,7 +158,7 @@ def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
     recipe (default: its id), ``recipe`` is the id.
     """
     selected = [run for run in _dataset_runs(runs, dataset) if run.recipe]
-    columns = [*map(radius_column, radii), "ACR"]
+    columns = _value_columns(radii)
     rows = []
     for recipe in dict.fromkeys(run.recipe for run in selected):
         of_recipe = [run for run in selected if run.recipe == recipe]
