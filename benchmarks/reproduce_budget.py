@@ -86,24 +86,19 @@ def _train_probe(cfg: dict, kind: str, model_name: str, name: str, sigma: float 
 
     from dmae import config as cfglib
     from dmae import layout
-    from dmae.data import build_transform, load_split, read_manifest
-    from dmae.models import build_classifier, build_linear_probe, build_pretrain_model
+    from dmae.data import read_manifest
+    from dmae.models import build_downstream, build_pretrain_model
     from dmae.train import TrainHParams, read_metrics, train
+    from dmae.train.stage import splits
 
     if kind == "pretrain":
         model_cfg, hp = cfglib.pretrain_settings(cfg, model_name, name)
         model = build_pretrain_model(model_cfg)
-        randaugment = None
     else:
         model_cfg, hp = cfglib.finetune_settings(cfg, model_name, name, sigma)
-        randaugment = hp.pop("randaugment", None)
         classes = read_manifest(layout.prepared_dir(cfg))["num_classes"]
-        build = build_linear_probe if hp["task"] == "linprobe" else build_classifier
-        model = build(model_cfg, classes)
-    prepared, dataset = layout.prepared_dir(cfg), cfg["dataset"]["name"]
-    size = model_cfg["img_size"]
-    train_set = load_split(prepared, "train", build_transform(dataset, True, size, randaugment))
-    val_set = load_split(prepared, "val", build_transform(dataset, False, size))
+        model = build_downstream(model_cfg, classes, hp["task"])
+    train_set, val_set = splits(cfg, model_cfg["img_size"], hp)
     batch = hp["batch_size"] * hp.get("accum_iter", 1)
     full = {"epochs": hp["epochs"], "eval_every": hp.get("eval_every", 1),
             "max_steps": hp.get("max_steps"),
@@ -134,7 +129,8 @@ def _certify_probe(cfg: dict, model_name: str, images: int, out: Path) -> dict:
     from dmae import config as cfglib
     from dmae import layout
     from dmae.certify import certify_dataset
-    from dmae.data import build_transform, load_split, read_manifest
+    from dmae.certify.stage import certify_indices
+    from dmae.data import get_dataset, load_split, read_manifest
     from dmae.models import build_classifier
 
     method = next(iter(cfg["methods"]))
@@ -143,12 +139,12 @@ def _certify_probe(cfg: dict, model_name: str, images: int, out: Path) -> dict:
     classes = read_manifest(layout.prepared_dir(cfg))["num_classes"]
     model = build_classifier(model_cfg, classes)
     test = load_split(layout.prepared_dir(cfg), "test",
-                      build_transform(cfg["dataset"]["name"], False, model_cfg["img_size"]))
+                      get_dataset(cfg["dataset"]["name"]).transform(False, model_cfg["img_size"]))
     c = cfg["certify"]
-    stride_indices = list(range(c.get("start", 0), len(test), c["stride"]))
+    stride_indices = certify_indices({**cfg, "certify": {**c, "max_images": None}}, len(test))
     kwargs = {"sigma": sigma, "n0": c["n0"], "n": c["n"], "alpha": c["alpha"],
-              "batch_size": c["batch_size"], "seed": c.get("seed", 0), "num_classes": classes,
-              "device": "cpu", "progress": False}
+              "batch_size": c["batch_size"], "seed": c["seed"], "num_classes": classes,
+              "device": "cpu", "progress": False, "method": c["method"]}
     certify_dataset(model, test, stride_indices[:1], out_tsv=out / "warm.tsv", **kwargs)
     wall, cpu = time.perf_counter(), time.process_time()
     certify_dataset(model, test, stride_indices[1:1 + images], out_tsv=out / "timed.tsv",
@@ -156,7 +152,7 @@ def _certify_probe(cfg: dict, model_name: str, images: int, out: Path) -> dict:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"kind": "certify", "s_per_image": wall / images, "cpu_s_per_image": cpu / images,
             "forwards_per_image": c["n0"] + c["n"], "images_total": len(stride_indices),
-            "shards": c.get("shards", 1), "probe_wall_s": wall, "probe_cpu_s": cpu}
+            "shards": c["shards"], "probe_wall_s": wall, "probe_cpu_s": cpu}
 
 
 def worker(args: argparse.Namespace) -> None:

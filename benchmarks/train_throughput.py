@@ -10,13 +10,14 @@ build them:
   config, 2 by default; the consistency loss of ``dmae.train``),
 - fine-tuning with Gaussian noise only (RS / no consistency).
 
-Each step is the engine's: noise on [0, 1] pixels, autocast as ``runtime.amp`` resolves on the
-device, loss, backward, learning rate from the MAE schedule (``lr_at`` / ``set_lr``), one
-AdamW step over ``dmae.train.build_optimizer``'s parameter groups (weight decay and layer-wise
-lr decay as configured), ``zero_grad``. Inputs are random [0, 1] tensors of the model's
-shape, so data loading is not included (``benchmarks/reproduce_budget.py`` times whole epochs
-on the real data). With CUDA present it also times the paper's ViT-B/16 at 224x224 under bf16
-autocast (``--no-vit-b`` skips it).
+Each step is the engine's, through its own functions (``dmae.train.engine``): the loss of
+``training_loss`` (noise on [0, 1] pixels, autocast as ``amp_dtype`` resolves ``runtime.amp``
+on the device), backward through ``grad_scaler``, then ``optimizer_step`` at the MAE
+schedule's learning rate (``lr_at``): one AdamW step over ``dmae.train.build_optimizer``'s
+parameter groups (weight decay and layer-wise lr decay as configured), ``zero_grad``. Inputs
+are random [0, 1] tensors of the model's shape, so data loading is not included
+(``benchmarks/reproduce_budget.py`` times whole epochs on the real data). With CUDA present
+it also times the paper's ViT-B/16 at 224x224 under bf16 autocast (``--no-vit-b`` skips it).
 
 Attention must run through PyTorch's fused ``scaled_dot_product_attention``: the script
 prints timm's ``Attention.fused_attn`` flag of every block of the models it builds and exits
@@ -34,7 +35,7 @@ all threads) are printed beside it. Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import statistics
 import sys
 import time
@@ -45,9 +46,17 @@ from pathlib import Path
 import torch
 
 from dmae import config as cfglib
-from dmae.models import add_gaussian_noise, build_classifier, build_pretrain_model
-from dmae.train import TrainHParams, build_optimizer, classification_loss, consistency_loss
-from dmae.train.optim import lr_at, peak_lr, set_lr
+from dmae.models import build_classifier, build_pretrain_model
+from dmae.train import TrainHParams, build_optimizer
+from dmae.train.engine import (
+    amp_dtype,
+    build_mixup,
+    grad_scaler,
+    optimizer_step,
+    training_loss,
+    use_compile,
+)
+from dmae.train.optim import lr_at, peak_lr
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "imagenet": 1000}
@@ -101,15 +110,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The engine's rule: bf16 on CUDA for 'auto', fp32 on the CPU unless asked."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
-
-
 def check_fused_attention(model: torch.nn.Module, name: str) -> bool:
     """Print timm's ``fused_attn`` of every attention block; True when all are fused."""
     flags = [bool(m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
@@ -135,74 +135,36 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int,
     return times, time.process_time() - cpu0
 
 
-def pretrain_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
-                  autocast) -> Callable[[], None]:
-    """The engine's pretraining step: model(imgs) adds noise and masks; AdamW on its groups."""
+def train_step(model: torch.nn.Module, hp: TrainHParams, batch, device: torch.device
+               ) -> Callable[[], None]:
+    """The engine's optimizer step on a fixed ``batch`` (images, or images and labels), with
+    the lr of step i of a 1000-step schedule that warms up for 10."""
+    net = torch.compile(model) if use_compile(hp, device) else model
     opt = build_optimizer(model, hp)
-    lr = peak_lr(hp)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    dtype = amp_dtype(hp, device)
+    scaler = grad_scaler(device, dtype)
+    mixup = build_mixup(hp, model)
+    peak = peak_lr(hp)
     state = {"step": 0}
 
     def step() -> None:
-        with autocast():
-            loss = model(imgs)[0].float()
-        loss.backward()
-        _update(opt, state, lr, hp)
+        loss = training_loss(net, batch, hp, device, dtype, mixup)
+        scaler.scale(loss).backward()
+        optimizer_step(opt, scaler, lr_at(state["step"], 1000, 10, peak, hp.min_lr),
+                       hp.clip_grad, params)
+        state["step"] += 1
 
     return step
-
-
-def _update(opt: torch.optim.Optimizer, state: dict, lr: float, hp: TrainHParams) -> None:
-    """One optimizer step at the engine's scheduled lr (warmup 10 of 1000 steps)."""
-    set_lr(opt, lr_at(state["step"], 1000, 10, lr, hp.min_lr))
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    state["step"] += 1
-
-
-def finetune_step(model: torch.nn.Module, hp: TrainHParams, imgs: torch.Tensor,
-                  labels: torch.Tensor, consistency: bool, autocast) -> Callable[[], None]:
-    """The engine's fine-tuning step: m noisy copies (or one), CE or the consistency loss."""
-    opt = build_optimizer(model, hp)
-    lr = peak_lr(hp)
-    copies = hp.consistency.m if consistency else 1
-    c = hp.consistency
-    state = {"step": 0}
-
-    def step() -> None:
-        x = imgs.repeat(copies, 1, 1, 1) if copies > 1 else imgs
-        x = add_gaussian_noise(x, hp.sigma)
-        with autocast():
-            logits = model(x)
-        if copies == 1:
-            loss = classification_loss(logits, labels, hp.label_smoothing)
-        else:
-            loss = consistency_loss(logits.chunk(copies), labels, c.lam, c.eta,
-                                    hp.label_smoothing)
-        loss.backward()
-        _update(opt, state, lr, hp)
-
-    return step
-
-
-def _maybe_compile(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
-    if mode == "true" or (mode == "auto" and device.type == "cuda"):
-        return torch.compile(model)
-    return model
 
 
 def bench_models(label: str, pre_cfg: dict, pre_hp: dict, clf_cfg: dict, ft_hp: dict,
                  num_classes: int, args: argparse.Namespace, device: torch.device,
-                 batches: tuple[int, int], compile_mode: str) -> tuple[list[Timing], bool]:
+                 batches: tuple[int, int], compile_mode: str | bool) -> tuple[list[Timing], bool]:
     """Time pretraining and both fine-tuning modes of one architecture."""
     torch.manual_seed(0)
-    pre_hp = TrainHParams.from_dict(pre_hp)
-    ft_hp = TrainHParams.from_dict(ft_hp)
-    amp = _amp_dtype(ft_hp.amp, device)
-
-    def autocast():
-        return (torch.autocast(device.type, dtype=amp) if amp is not None
-                else contextlib.nullcontext())
-
+    pre_hp = TrainHParams.from_dict({**pre_hp, "compile": compile_mode})
+    ft_hp = TrainHParams.from_dict({**ft_hp, "compile": compile_mode})
     pre_model = build_pretrain_model(pre_cfg).to(device).train()
     fused = check_fused_attention(pre_model, f"{label} pretraining model")
     clf = build_classifier(clf_cfg, num_classes)
@@ -212,7 +174,7 @@ def bench_models(label: str, pre_cfg: dict, pre_hp: dict, clf_cfg: dict, ft_hp: 
 
     pre_b, ft_b = batches
     imgs = torch.rand(pre_b, c, h, w, device=device)
-    step = pretrain_step(_maybe_compile(pre_model, compile_mode, device), pre_hp, imgs, autocast)
+    step = train_step(pre_model, pre_hp, imgs, device)
     times, cpu = time_steps(step, args.steps, args.warmup, device)
     results.append(Timing(f"{label} pretrain (sigma {pre_model.sigma:g}, mask "
                           f"{pre_model.mask_ratio:g})", pre_b, times, cpu))
@@ -223,8 +185,9 @@ def bench_models(label: str, pre_cfg: dict, pre_hp: dict, clf_cfg: dict, ft_hp: 
     for consistency in (True, False):
         torch.manual_seed(0)
         model = build_classifier(clf_cfg, num_classes).to(device).train()
-        step = finetune_step(_maybe_compile(model, compile_mode, device), ft_hp, imgs, labels,
-                             consistency, autocast)
+        hp = dataclasses.replace(ft_hp, consistency=dataclasses.replace(ft_hp.consistency,
+                                                                        enabled=consistency))
+        step = train_step(model, hp, (imgs, labels), device)
         times, cpu = time_steps(step, args.steps, args.warmup, device)
         what = (f"{label} finetune, consistency m={ft_hp.consistency.m}" if consistency
                 else f"{label} finetune, noise only (RS)")
@@ -268,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     pre_cfg, pre_hp = cfglib.pretrain_settings(cfg, model, pretraining)
     clf_cfg, ft_hp = cfglib.finetune_settings(cfg, model, method, sigma)
     ft_hp.pop("randaugment", None)
-    compile_mode = args.compile or str(cfg["runtime"]["compile"]).lower()
+    # the engine's hparams value: "auto", true or false
+    compile_mode = ({"true": True, "false": False}.get(args.compile, args.compile)
+                    if args.compile else cfg["runtime"]["compile"])
     batches = (args.batch or pre_hp["batch_size"], args.batch or ft_hp["batch_size"])
     num_classes = NUM_CLASSES[cfg["dataset"]["name"]]
     print(f"{args.config}: model {model} ({pre_cfg['arch']}), pretraining {pretraining}, "
@@ -280,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not args.no_vit_b:
         # The paper's ViT-B/16 at 224x224 (ImageNet), bf16 autocast as the engine on CUDA.
         vit_b = {"arch": "vit_base_patch16"}
-        common = {"amp": "bf16", "compile": False, "seed": 0}
+        common = {"amp": "bf16", "seed": 0}
         vb_pre_hp = {**common, "task": "pretrain", "batch_size": args.vit_b_batch,
                      "blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95]}
         vb_ft_hp = {**common, "task": "finetune", "batch_size": args.vit_b_batch, "blr": 5e-4,

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from dmae.certify import (
+    CERTIFIERS,
     COLUMNS,
+    CohenCertifier,
     certify_dataset,
     merge_shards,
     meta_path,
@@ -83,6 +85,7 @@ def test_tsv_has_cohen_columns_and_full_precision(reference):
     meta = read_json(meta_path(reference))
     assert meta["settings"]["sigma"] == 0.25 and meta["settings"]["config"] == {"model": "tiny"}
     assert "batch_size" not in meta["settings"] and meta["info"]["batch_size"] == 16
+    assert "method" not in meta["settings"]  # the default, cohen, as before methods existed
     assert not partial_path(reference).exists()
 
 
@@ -175,6 +178,7 @@ def test_a_rerun_writes_the_same_bytes(tmp_path, reference):
     ({"sigma": 0.0}, "sigma"),
     ({"sigma": -1.0}, "sigma"),
     ({"batch_size": 0}, "batch_size"),
+    ({"method": "adaptive"}, "certify.method: unknown method 'adaptive'"),
     ({"shard": (3, 3)}, "shard"),
     ({"indices": [0, 0]}, "duplicates"),
     ({"indices": [12]}, "out of range"),
@@ -183,6 +187,18 @@ def test_bad_settings_are_rejected(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         run(tmp_path / "x.tsv", **overrides)
     assert not partial_path(tmp_path / "x.tsv").exists()
+
+
+def test_another_method_is_recorded_and_checked_on_resume(tmp_path, monkeypatch):
+    class Twin(CohenCertifier):
+        pass
+
+    monkeypatch.setitem(CERTIFIERS, "twin", Twin)
+    out = tmp_path / "cert.tsv"
+    run(out, method="twin", max_images=2)
+    assert read_json(meta_path(partial_path(out)))["settings"]["method"] == "twin"
+    with pytest.raises(ValueError, match="method: 'twin' in the file, <absent> now"):
+        run(out)
 
 
 def test_model_that_does_not_fit_the_data_is_rejected(tmp_path):

@@ -11,8 +11,9 @@ from scipy.stats import binom, norm
 
 from dmae.certify import (
     ABSTAIN,
+    CohenCertifier,
     NoiseStream,
-    Smooth,
+    build_certifier,
     certify_from_counts,
     image_generator,
     image_seed,
@@ -58,9 +59,9 @@ def test_radius_ceiling_matches_the_paper():
 
 def test_constant_classifier_certify_end_to_end():
     sigma = 0.5
-    smooth = Smooth(Constant(), num_classes=3, sigma=sigma, batch_size=4096)
-    cert = smooth.certify(pixel(0.3), n0=100, n=10_000, alpha=0.001,
-                          generator=smooth.generator(0, 0))
+    smooth = CohenCertifier(Constant(), num_classes=3, sigma=sigma, n0=100, n=10_000,
+                            alpha=0.001, batch_size=4096)
+    cert = smooth.certify(pixel(0.3), smooth.generator(0, 0))
     assert cert.prediction == 2 and cert.n_a == 10_000
     assert round(cert.radius / sigma, 4) == 3.1986
 
@@ -116,12 +117,12 @@ def test_real_certify_calls_respect_alpha_and_the_noise_level():
     sigma, p_a, alpha, n = 0.5, 0.8, 0.1, 100
     t = 0.5
     x = t - sigma * norm.ppf(p_a)  # so that P(noisy pixel < t) = p_a
-    smooth = Smooth(Threshold(t), num_classes=2, sigma=sigma, batch_size=64)
+    smooth = CohenCertifier(Threshold(t), num_classes=2, sigma=sigma, n0=10, n=n, alpha=alpha,
+                            batch_size=64)
     true_radius = sigma * norm.ppf(p_a)
     trials, violations, total_a = 300, 0, 0
     for idx in range(trials):
-        cert = smooth.certify(pixel(x), n0=10, n=n, alpha=alpha,
-                              generator=smooth.generator(7, idx))
+        cert = smooth.certify(pixel(x), smooth.generator(7, idx))
         if cert.prediction == 1 or cert.radius > true_radius:
             violations += 1
         if cert.prediction != 1:  # n_a counts class 0 here (class 1 wins w.p. ~1e-3)
@@ -133,14 +134,12 @@ def test_real_certify_calls_respect_alpha_and_the_noise_level():
 
 def test_predict_abstains_on_a_coin_flip_and_answers_a_clear_case():
     sigma = 0.25
-    smooth = Smooth(Threshold(0.5), num_classes=2, sigma=sigma, batch_size=500)
-    coin = [smooth.predict(pixel(0.5), n=1000, alpha=0.001, generator=smooth.generator(1, i))
-            for i in range(10)]
+    smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=sigma, n0=1, n=1000,
+                            alpha=0.001, batch_size=500)
+    coin = [smooth.predict(pixel(0.5), smooth.generator(1, i)) for i in range(10)]
     assert coin == [ABSTAIN] * 10
-    assert smooth.predict(pixel(0.5 - 3 * sigma), n=1000, alpha=0.001,
-                          generator=smooth.generator(1, 0)) == 0
-    assert smooth.predict(pixel(0.5 + 3 * sigma), n=1000, alpha=0.001,
-                          generator=smooth.generator(1, 0)) == 1
+    assert smooth.predict(pixel(0.5 - 3 * sigma), smooth.generator(1, 0)) == 0
+    assert smooth.predict(pixel(0.5 + 3 * sigma), smooth.generator(1, 0)) == 1
 
 
 def test_noise_stream_does_not_depend_on_how_it_is_split():
@@ -156,9 +155,9 @@ def test_noise_stream_does_not_depend_on_how_it_is_split():
 def test_counts_do_not_depend_on_batch_size():
     counts = []
     for batch_size in (1, 7, 100, 1000):
-        smooth = Smooth(Threshold(0.5), num_classes=2, sigma=0.5, batch_size=batch_size)
-        counts.append(smooth.certify(pixel(0.4), n0=10, n=300, alpha=0.01,
-                                     generator=smooth.generator(5, 42)))
+        smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=0.5, n0=10, n=300,
+                                alpha=0.01, batch_size=batch_size)
+        counts.append(smooth.certify(pixel(0.4), smooth.generator(5, 42)))
     assert all(c == counts[0] for c in counts)
 
 
@@ -174,14 +173,22 @@ def test_image_seeds_are_distinct_and_deterministic():
     ({"n0": 1, "n": 5, "alpha": 0.0}, "alpha"),
     ({"n0": 1, "n": 5, "alpha": 1.0}, "alpha"),
 ])
-def test_certify_rejects_bad_sampling_settings(kwargs, message):
-    smooth = Smooth(Threshold(), num_classes=2, sigma=0.5)
+def test_certifier_rejects_bad_sampling_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        smooth.certify(pixel(0.0), generator=smooth.generator(0, 0), **kwargs)
+        CohenCertifier(Threshold(), num_classes=2, sigma=0.5, **kwargs)
 
 
 @pytest.mark.parametrize("sigma, batch_size, message", [
     (0.0, 10, "sigma"), (-0.5, 10, "sigma"), (0.5, 0, "batch_size")])
-def test_smooth_rejects_bad_settings(sigma, batch_size, message):
+def test_certifier_rejects_bad_settings(sigma, batch_size, message):
     with pytest.raises(ValueError, match=message):
-        Smooth(Threshold(), num_classes=2, sigma=sigma, batch_size=batch_size)
+        CohenCertifier(Threshold(), num_classes=2, sigma=sigma, n0=1, n=5, alpha=0.1,
+                       batch_size=batch_size)
+
+
+def test_certifiers_are_built_by_method_name():
+    settings = {"n0": 1, "n": 5, "alpha": 0.1}
+    assert type(build_certifier("cohen", Threshold(), 2, 0.5, **settings)) is CohenCertifier
+    with pytest.raises(ValueError, match="certify.method: unknown method 'adaptive'; "
+                                         "expected one of cohen"):
+        build_certifier("adaptive", Threshold(), 2, 0.5, **settings)

@@ -65,3 +65,26 @@ def test_import_checkpoint_lands_where_the_workflow_looks(tmp_path):
                 "--config", config_path, "--model", "micro", "--strict",
                 "--out", tmp_path / "strict")
     assert proc.returncode == 2 and "decoder_pred.bias" in proc.stderr
+
+
+def test_a_diverged_training_is_one_line_and_exit_2(tmp_path):
+    """A training that blows up (absurd learning rate) stops with one line naming the cause,
+    no traceback, so a workflow log shows why the job failed."""
+    from data_fixtures import write_fashion_mnist_fixture
+
+    from dmae.data import prepare_dataset
+
+    spec = write_fashion_mnist_fixture(tmp_path / "source", n_train=40, n_test=20)
+    prepare_dataset("fashion-mnist", tmp_path / "data" / "prepared", tmp_path / "raw",
+                    val_size=8, source_dir=tmp_path / "source", spec=spec)
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    cfg["finetune"].update(lr=1.0e+30, batch_size=8, max_steps=3)
+    path = tmp_path / "diverge.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = dmae("finetune", "--config", path, "--model", "micro", "--method", "rs",
+                "--sigma", "0.25", "--threads", "1")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "diverged" in errors[0].lower(), proc.stderr
+    assert "Traceback" not in proc.stderr

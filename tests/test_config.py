@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dmae import config as cfglib
 
@@ -139,3 +140,80 @@ def test_sigma1_study_changes_one_thing_per_method(repo):
         changed = {k for k in {*method, *base} if k != "label" and method.get(k) != base.get(k)}
         assert len(changed) == (name not in ("rs", "dmae")), (name, changed)
     assert study["methods"]["rs_seed1"]["finetune"] == {"layer_decay": None, "seed": 1}
+
+
+def _defaults(node: dict, root: dict, path: str = ""):
+    """Every (dotted key, default) the schema states, through $refs and sibling properties."""
+    node = cfglib._resolved(node, root)
+    for key, sub in node.get("properties", {}).items():
+        sub = cfglib._resolved(sub, root)
+        if "default" in sub:
+            yield f"{path}{key}", sub["default"]
+        yield from _defaults(sub, root, f"{path}{key}.")
+
+
+def test_the_schema_fills_every_default_once(repo):
+    """A config that leaves out every optional key gets each schema default, and the completed
+    config is valid; the defaults the code relies on are there."""
+    cfg = yaml.safe_load((repo / "config" / "smoke.yaml").read_text())
+    for key in ("resources", "finetune_per_sigma"):
+        cfg.pop(key, None)
+    for key in ("shards", "seed"):
+        cfg["certify"].pop(key)
+    cfg["dataset"].pop("split_seed")
+    filled = cfglib.validate(copy.deepcopy(cfg))
+    schema = cfglib.schema()
+    stated = dict(_defaults(schema, schema))
+    assert len(stated) > 20
+    for key, default in stated.items():  # smoke.yaml states no other value for these keys
+        node = filled
+        for part in key.split("."):
+            node = node[part]
+        assert node == default or (default == {} and isinstance(node, dict)), key
+    assert filled["certify"]["shards"] == 1 and filled["certify"]["checkpoint"] == "best"
+    assert filled["certify"]["method"] == "cohen" and filled["certify"]["split"] == "test"
+    assert filled["resources"]["prepare"] == {"gpus": 0, "threads": 1, "mem_mb": 4000,
+                                              "runtime": 60}
+    assert filled["resources"]["certify"]["threads"] == 2
+    assert filled["methods"]["rs"]["linprobe"] is False
+    assert filled["pretrainings"]["dmae"]["train"] is True
+    assert cfglib.validate(copy.deepcopy(filled)) == filled  # defaults are valid, and stable
+
+
+def test_a_stated_value_wins_over_the_default(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["resources"] = {"certify": {"gpus": 1}}
+    cfg["certify"]["shards"] = 3
+    cfg = cfglib.validate(cfg)
+    assert cfg["resources"]["certify"] == {"gpus": 1, "threads": 2, "mem_mb": 4000,
+                                           "runtime": 120}
+    assert cfg["certify"]["shards"] == 3
+
+
+def test_per_sigma_keys_are_written_one_way(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["finetune_per_sigma"] = {"0.50": {"epochs": 3}}
+    cfg = cfglib.validate(cfg)
+    assert list(cfg["finetune_per_sigma"]) == [cfglib.sigma_key(0.5)]
+    assert cfglib.finetune_settings(cfg, "micro", "rs", 0.5)[1]["epochs"] == 3
+
+
+def test_imagenet_linear_probing_has_the_authors_settings(repo):
+    """The paper's third downstream setting (MAE's linear probing) is a method of the
+    ImageNet config: LARS, blr 0.1, batch 16384 on 8 GPUs, 90 epochs (10 warmup), no weight
+    decay, no mixing, RandAugment or layer decay, a frozen encoder with a BatchNorm head."""
+    from dmae.models import build_linear_probe
+    from dmae.train import TrainHParams, effective_batch
+
+    cfg = cfglib.load(repo / "config" / "imagenet.yaml")
+    model_cfg, hp = cfglib.finetune_settings(cfg, "vit_b", "dmae_linprobe", 0.25)
+    assert hp.pop("randaugment") is None
+    hp = TrainHParams.from_dict(hp)
+    assert (hp.task, hp.optimizer, hp.blr, hp.epochs, hp.warmup_epochs) == (
+        "linprobe", "lars", 0.1, 90, 10)
+    assert effective_batch(hp, world_size=cfg["resources"]["finetune"]["gpus"]) == 16384
+    assert hp.weight_decay == 0 and hp.layer_decay is None and not hp.consistency.enabled
+    assert hp.mixup == hp.cutmix == hp.label_smoothing == 0
+    probe = build_linear_probe({**model_cfg, "depth": 1, "embed_dim": 24, "num_heads": 2}, 10)
+    assert not probe.head[0].affine
+    assert not any(p.requires_grad for p in probe.encoder.parameters())

@@ -7,10 +7,9 @@ import os
 import tarfile
 
 import pytest
+from data_fixtures import cifar_member_bytes, write_tar_gz
 
-from dmae.data import DataError, prepare_dataset, safe_extract
-from dmae.data.fixtures import cifar_member_bytes, write_tar_gz
-from dmae.data.specs import CIFAR10, Cifar10Spec, SourceFile
+from dmae.data import CIFAR10, Cifar10Spec, DataError, SourceFile, prepare_dataset, safe_extract
 from dmae.io import md5_file
 
 

@@ -10,9 +10,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from data_fixtures import image_ids, write_cifar10_fixture, write_fashion_mnist_fixture
 
 from dmae.data import DataError, load_split, prepare_dataset
-from dmae.data.fixtures import image_ids, write_cifar10_fixture, write_fashion_mnist_fixture
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

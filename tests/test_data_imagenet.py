@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 import torch
+from data_fixtures import write_imagenet_fixture
 
-from dmae.data import DataError, build_transform, load_split, prepare_dataset
-from dmae.data.fixtures import write_imagenet_fixture
+from dmae.data import DataError, get_dataset, load_split, prepare_dataset
 
 WNIDS = ["n03000000", "n01000000", "n02000000"]  # created in this (unsorted) order
 
@@ -60,10 +60,11 @@ def test_index_in_sorted_wnid_order(tmp_path, imagenet_root):
     val_paths = {r["path"] for r in _rows(out / "val.csv")}
     assert len(train_paths | val_paths) == 12 and not train_paths & val_paths
 
-    dataset = load_split(out, "test", build_transform("imagenet", train=False, input_size=16))
+    imagenet = get_dataset("imagenet")
+    dataset = load_split(out, "test", imagenet.transform(False, 16))
     image, label = dataset[0]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and label == 0
-    train = load_split(out, "train", build_transform("imagenet", train=True, input_size=16))
+    train = load_split(out, "train", imagenet.transform(True, 16))
     assert train[0][0].shape == (3, 16, 16) and train.num_classes == 3
     assert load_split(out, "val")[0][0].mode == "RGB"  # no transform: the PIL image
 

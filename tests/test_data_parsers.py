@@ -8,10 +8,10 @@ import struct
 
 import numpy as np
 import pytest
+from data_fixtures import encode_cifar_batch, encode_idx
 
 from dmae.data import DataError, SourceFile, parse_cifar_batch, parse_idx
-from dmae.data.cifar import encode_cifar_batch
-from dmae.data.idx import encode_idx, read_idx_images, read_idx_labels, read_verified_gz
+from dmae.data.idx import read_idx_images, read_idx_labels, read_verified_gz
 from dmae.io import md5_file
 
 

@@ -10,18 +10,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from data_fixtures import image_ids, write_cifar10_fixture, write_fashion_mnist_fixture
 
 from dmae.data import (
     DataError,
     SourceFile,
-    build_transform,
+    get_dataset,
     load_split,
     manifest_hash,
     prepare_dataset,
     split_indices,
-    stride_subset,
 )
-from dmae.data.fixtures import image_ids, write_cifar10_fixture, write_fashion_mnist_fixture
 from dmae.io import sha256_file
 
 
@@ -134,7 +133,7 @@ def test_wrong_count_in_spec(tmp_path, fashion):
     assert not (tmp_path / "prepared" / "fashion-mnist").exists()
 
 
-def test_load_split_transforms_and_stride_subset(tmp_path, fashion):
+def test_load_split_with_and_without_transforms(tmp_path, fashion):
     spec, source = fashion
     out = _prepare_fashion(tmp_path, spec, source)
     test = load_split(out, "test")
@@ -146,15 +145,10 @@ def test_load_split_transforms_and_stride_subset(tmp_path, fashion):
     assert (test.num_classes, test.image_shape) == (10, (1, 28, 28))
     assert test.class_names[9] == "Ankle boot"
 
-    subset = stride_subset(test, stride=6, start=1)
-    assert subset.indices == [1, 7, 13, 19] and len(subset) == 4
-    assert subset[1][1] == test[7][1] and subset.num_classes == 10
-
-    augmented = load_split(
-        out, "train", build_transform("fashion-mnist", train=True, input_size=224)
-    )
+    fashion_mnist = get_dataset("fashion-mnist")
+    augmented = load_split(out, "train", fashion_mnist.transform(True, 224))
     assert augmented[0][0].shape == (1, 28, 28)
-    assert torch.equal(build_transform("fashion-mnist", False, 224)(image), image)
+    assert torch.equal(fashion_mnist.transform(False, 224)(image), image)
     pickled = pickle.dumps(test)  # what spawned DataLoader workers receive: no pixels
     assert raw.tobytes() not in pickled and torch.equal(pickle.loads(pickled)[3][0], image)
     loader = torch.utils.data.DataLoader(test, batch_size=8)
@@ -174,7 +168,7 @@ def test_cifar10_from_raw_dir(tmp_path):
     assert manifest["image_shape"] == [3, 32, 32]
     assert manifest["sources"][0]["md5"] == spec.archive.md5
     assert manifest["sources"][0]["origin"] == "raw_dir"
-    test = load_split(out, "test", build_transform("cifar10", train=True, input_size=224))
+    test = load_split(out, "test", get_dataset("cifar10").transform(True, 224))
     assert test[0][0].shape == (3, 32, 32)
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["cifar10"]
 

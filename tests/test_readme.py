@@ -11,6 +11,7 @@ from conftest import BIN, REPO
 
 from dmae import config as cfglib
 from dmae import reproducibility
+from dmae.io import sha256_file
 from dmae.report.readme import END, START, run_info, update_readme
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -38,7 +39,7 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
     assert f"CPU ({reproducibility.machine_isa()})" in info["machine"]
     assert info["cpu_isa"] == "avx2" and info["versions"]["torch"] == metadata.version("torch")
-    assert info["lock_sha256"] == reproducibility.file_sha256(REPO / "requirements.lock")
+    assert info["lock_sha256"] == sha256_file(REPO / "requirements.lock")
 
 
 def test_update_readme_replaces_only_the_generated_section(tmp_path):

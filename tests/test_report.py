@@ -9,22 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmae.report import (
-    Run,
-    average_certified_radius,
-    best_over_sigma,
+from dmae.report.analysis import Run, average_certified_radius, best_over_sigma, certified_accuracy
+from dmae.report.figures import (
+    plot_best_over_sigma,
+    plot_certified_accuracy,
+    reconstruction_grid,
+)
+from dmae.report.tables import (
     best_sigma_table,
-    certified_accuracy,
     paper_comparison_table,
     per_sigma_table,
     to_latex,
     to_markdown,
     write_table,
-)
-from dmae.report.figures import (
-    plot_best_over_sigma,
-    plot_certified_accuracy,
-    reconstruction_grid,
 )
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
@@ -246,7 +243,7 @@ def test_figures_are_written(tmp_path, runs):
 
 
 def test_run_records_accept_tuples_and_dicts(tmp_path):
-    from dmae.report import as_runs
+    from dmae.report.analysis import as_runs
     a = as_runs([("imagenet", "dmae", 0.5, "x.tsv"),
                  {"dataset": "imagenet", "method": "dmae", "sigma": "0.5", "tsv_path": "x.tsv"}])
     assert a[0] == a[1] == Run("imagenet", "dmae", 0.5, Path("x.tsv"))

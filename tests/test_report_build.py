@@ -15,8 +15,9 @@ from conftest import REPO
 from dmae import config as cfglib
 from dmae import layout
 from dmae.certify.smooth import certify_from_counts
-from dmae.report import radius_ceiling, read_reference
+from dmae.report.analysis import radius_ceiling
 from dmae.report.build import checkpoint_json, report_runs, summary_markdown, write_report
+from dmae.report.tables import read_reference
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\tn0\tn\tnA\tpA_lower\n"
 

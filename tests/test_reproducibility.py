@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from dmae import reproducibility
+from dmae.io import sha256_file
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                                   reason="Debian's dataset-fashion-mnist is not installed")
@@ -166,5 +167,5 @@ def test_software_record_names_versions_and_the_lock():
     record = reproducibility.software(REPO)
     assert record["versions"]["torch"] == locked()["torch"][0]
     assert set(record["versions"]) == {"python", *reproducibility.RECORDED_PACKAGES}
-    assert record["lock_sha256"] == reproducibility.file_sha256(REPO / "requirements.lock")
+    assert record["lock_sha256"] == sha256_file(REPO / "requirements.lock")
     assert record["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NO AVX")

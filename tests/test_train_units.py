@@ -141,6 +141,31 @@ def test_param_groups_layer_decay_hand_computed():
             assert (by_name[ids[id(p)]]["weight_decay"] > 0) == (g["weight_decay"] > 0)
 
 
+def test_param_groups_layer_ids_with_token_pooling_follow_mae_not_timm():
+    """With global_pool="token" the final norm sits with the head (MAE/BEiT's layer id), so
+    timm's param_groups_layer_decay, which puts it with the last block, cannot replace ours."""
+    model = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10,
+                              embed_dim=32, depth=2, num_heads=2, global_pool="token")
+    groups = build_param_groups(model, TrainHParams.from_dict({"layer_decay": 0.5}))
+    expected = {  # (layer id, decayed) per parameter, groups sorted by both
+        "cls_token": (0, False), "pos_embed": (0, False), "patch_embed.proj.bias": (0, False),
+        "patch_embed.proj.weight": (0, True),
+        **{f"blocks.{i}.{n}": (i + 1, n.endswith("weight") and "norm" not in n)
+           for i in range(2) for n, _ in model.blocks[i].named_parameters()},
+        "norm.weight": (3, False), "norm.bias": (3, False), "head.bias": (3, False),
+        "head.weight": (3, True),
+    }
+    layers = sorted(set(expected.values()))
+    assert [g["param_names"] for g in groups] == [
+        [n for n, _ in model.named_parameters() if expected[n] == key] for key in layers]
+    assert [g["lr_scale"] for g in groups] == [0.5 ** (3 - layer) for layer, _ in layers]
+    assert [g["weight_decay"] for g in groups] == [0.05 if decay else 0.0 for _, decay in layers]
+    ids = {id(p): n for n, p in model.named_parameters()}
+    timm_scale = {ids[id(p)]: g["lr_scale"] for g in param_groups_layer_decay(
+        model, 0.05, model.no_weight_decay(), layer_decay=0.5) for p in g["params"]}
+    assert timm_scale["norm.weight"] == 0.5  # timm: the last block's scale; ours: the head's
+
+
 def test_lr_scale_applied_by_optimizer_and_frozen_params_skipped():
     model = tiny_vit()
     for name, p in model.named_parameters():

@@ -17,7 +17,7 @@ import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
 from dmae import config as cfglib
-from dmae import layout
+from dmae import layout, pipeline
 from dmae.data import load_split
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
@@ -173,6 +173,28 @@ def test_validation_split_certifies_validation_images(smoke_run, tmp_path):
 
 @needs_fmnist
 @pytest.mark.slow
+def test_a_failed_job_shows_its_cause_in_its_log(smoke_run, tmp_path):
+    """A job's stderr lands in its log, so `--show-failed-logs` shows why it failed: here a
+    training that diverges, reported in one line."""
+    workdir, smoke_path, _ = smoke_run
+    cfg = smoke_cfg()
+    cfg["name"] = "smoke-diverged"
+    cfg["finetune"].update(lr=1.0e+30, max_steps=3)
+    path = write_config(tmp_path / "diverged.yaml", cfg)
+    target = layout.finetune_dir(cfg, "micro", "rs", "0.25") / "best.safetensors"
+    # The target after an option: --configfile takes every value up to the next one.
+    proc = snakemake(workdir, path, "--cores", "1", "--show-failed-logs", str(target),
+                     check=False)
+    assert proc.returncode != 0
+    log = workdir / layout.results_dir(cfg) / "logs" / "finetune" / "micro_rs_sigma_0.25.log"
+    assert "ERROR dmae: training diverged" in log.read_text()
+    assert "training diverged" in proc.stdout + proc.stderr
+    # The prepared data both configs share did not become stale for the first one.
+    assert planned_jobs(snakemake(workdir, smoke_path, "-n")) == {}
+
+
+@needs_fmnist
+@pytest.mark.slow
 def test_editing_report_code_reruns_only_the_report(smoke_run):
     workdir, path, _ = smoke_run
     source = REPO / "src" / "dmae" / "report" / "tables.py"
@@ -188,9 +210,9 @@ def test_editing_report_code_reruns_only_the_report(smoke_run):
 
 
 @pytest.mark.parametrize("name, expected", [
-    # 2 model sizes x 1 method x 3 sigmas, 10 certification shards each
-    ("imagenet", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
-                  "certify_shard": 60, "merge_certify": 6, "report": 1, "default": 1}),
+    # 2 model sizes x 2 methods (fine-tuning, linear probing) x 3 sigmas, 10 shards each
+    ("imagenet", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 12,
+                  "certify_shard": 120, "merge_certify": 12, "report": 1, "default": 1}),
     # ViT-B from ImageNet, with and without continued pretraining; 20 shards each
     ("cifar10", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
                  "certify_shard": 120, "merge_certify": 6, "report": 1, "default": 1}),
@@ -200,7 +222,7 @@ def test_editing_report_code_reruns_only_the_report(smoke_run):
 def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
     cfg = cfglib.load(REPO / "config" / f"{name}.yaml")
     for recipe in cfg["pretrainings"].values():  # the ImageNet checkpoint CIFAR-10 starts from
-        if recipe.get("init"):
+        if recipe["init"]:
             (tmp_path / recipe["init"]).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / recipe["init"]).touch()
     jobs = planned_jobs(snakemake(tmp_path, REPO / "config" / f"{name}.yaml", "-n"))
@@ -208,9 +230,32 @@ def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
         runs = len(layout.runs(cfg))
         pres = len(layout.used_pretrainings(cfg))
         expected = {"prepare_data": 1, "pretrain": pres, "reconstructions": pres,
-                    "finetune": runs, "certify_shard": runs * cfg["certify"].get("shards", 1),
+                    "finetune": runs, "certify_shard": runs * cfg["certify"]["shards"],
                     "merge_certify": runs, "report": 1, "default": 1}
     assert jobs == expected
+
+
+def test_every_job_asks_for_its_resource_group(tmp_path):
+    """Each rule's jobs ask the scheduler for the resources.<group> dmae.pipeline names (the
+    ImageNet config sets every group, so a job with another group's figures is caught)."""
+    # Enough cores that Snakemake does not scale any job's threads down.
+    proc = snakemake(tmp_path, REPO / "config" / "imagenet.yaml", "-n", "--cores", "64")
+    cfg = cfglib.load(REPO / "config" / "imagenet.yaml")
+    seen = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if not rule or rule[1] not in pipeline.RULES:
+            continue
+        asked = pipeline.resources(cfg, rule[1])
+        threads = re.search(r"^    threads: (\d+)$", block, re.M)
+        resources = dict(re.findall(r"(\w+)=(\w+)", re.search(r"^    resources: (.*)$", block,
+                                                              re.M)[1]))
+        assert (int(threads[1]) if threads else 1) == asked["threads"], rule[1]  # 1: no line
+        assert (int(resources["mem_mb"]), int(resources["runtime"]), int(resources["gpu"])) == (
+            asked["mem_mb"], asked["runtime"], asked["gpus"]), rule[1]
+        seen.add(rule[1])
+    assert seen == set(pipeline.RULES)
+    assert pipeline.resources(cfg, "prepare_data") == cfg["resources"]["prepare"]
 
 
 def run_outputs(workdir: Path, cfg: dict) -> dict[str, bytes]:

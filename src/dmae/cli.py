@@ -1,6 +1,7 @@
 """Command-line interface: ``dmae <stage>``, one subcommand per workflow stage.
 
-Every Snakemake rule calls one of these; all the science lives in the library modules.
+Every Snakemake rule calls one of these. This module only parses arguments: each command
+loads the config once, and calls its stage's function (dmae.<stage>).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dmae import config as cfglib
 log = logging.getLogger("dmae")
 
 
-
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
@@ -30,329 +30,88 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
     )
 
 
-def _pin_cpu_kernels(args: argparse.Namespace) -> None:
-    """Every stage computes with the CPU kernels its config pins, set before torch runs."""
-    from dmae import reproducibility
-
-    if getattr(args, "config", None) is None:
-        return
-    isa = reproducibility.cpu_isa(cfglib.load(args.config))
-    pinned = reproducibility.pin_cpu_kernels(isa)
-    if pinned:
-        log.info("CPU kernels pinned (runtime.cpu_isa %s): %s", isa,
-                  " ".join(f"{k}={v}" for k, v in pinned.items()))
-        reproducibility.check_pinned(isa)
-
-
-def cmd_validate_config(args: argparse.Namespace) -> None:
-    cfg = cfglib.load(args.config)
+def cmd_validate_config(args: argparse.Namespace, cfg: dict) -> None:
     print(f"{args.config}: valid ({cfg['dataset']['name']}, models {', '.join(cfg['models'])}, "
           f"methods {', '.join(cfg['methods'])}, sigmas {cfg['sigmas']})")
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
-    from dmae.data import prepare_dataset
+def cmd_prepare(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.data.stage import prepare
 
-    cfg = cfglib.load(args.config)
-    ds = cfg["dataset"]
-    data_root = Path(cfg["paths"]["data"])
-    out = prepare_dataset(
-        ds["name"],
-        data_root / "prepared",
-        data_root / "raw" / ds["name"],
-        val_size=ds["val_size"],
-        split_seed=ds.get("split_seed", 0),
-        source_dir=_opt_path(ds.get("source_dir")),
-        download_url=ds.get("download_url"),
-        imagenet_dir=_opt_path(ds.get("imagenet_dir")),
-        force=args.force,
-    )
-    log.info("prepared %s in %s", ds["name"], out)
+    prepare(cfg, force=args.force)
 
 
-def cmd_import_checkpoint(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.models import import_checkpoint
+def cmd_import_checkpoint(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.models.convert import import_pretrained
 
-    cfg = cfglib.load(args.config)
-    model_cfg = cfglib.pretrain_settings(cfg, args.model, args.pretraining)[0]
-    out = args.out or layout.pretrain_dir(cfg, args.model, args.pretraining) / "last"
-    report = import_checkpoint(args.source, out, model_cfg, strict=args.strict)
+    report, out = import_pretrained(cfg, args.source, args.model, args.pretraining, args.out,
+                                    strict=args.strict)
     for key in ("missing_keys", "unexpected_keys"):
         print(f"{key.replace('_', ' ')}: {', '.join(report[key]) or 'none'}")
-    print(f"wrote {Path(out).with_suffix('.safetensors')} ({report['num_tensors']} tensors)")
+    print(f"wrote {out.with_suffix('.safetensors')} ({report['num_tensors']} tensors)")
 
 
-def _device(cfg: dict) -> str | None:
-    """The config's device; None lets the engine pick CUDA when present."""
-    device = cfg["runtime"]["device"]
-    return None if device == "auto" else device
+def cmd_pretrain(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.train.stage import pretrain
+
+    pretrain(cfg, args.model, args.pretraining, args.out)
 
 
-def _set_threads(cfg: dict, threads: int | None) -> None:
-    import torch
+def cmd_finetune(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.train.stage import finetune
 
-    threads = threads or cfg["runtime"].get("threads")
-    if threads:
-        torch.set_num_threads(threads)
+    finetune(cfg, args.model, args.method, args.sigma, args.pretrained, args.out)
 
 
-def _fresh_if_changed(out_dir: Path, fingerprint: dict) -> Path:
-    """Resume an interrupted run only if it was started with the same settings and inputs.
+def cmd_certify(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.certify.stage import certify
 
-    The engine resumes from ``out_dir/resume.pt``. That state belongs to another run when the
-    settings, the data or the starting checkpoint changed since, or when that run finished
-    (being asked again means its outputs are to be recomputed, e.g. after a code change): then
-    it goes. Returns the record to mark finished with ``_mark_finished``.
-    """
-    from dmae.io import read_json, write_json
-
-    record = out_dir / "run.json"
-    if record.is_file():
-        old = read_json(record)
-        if old.get("fingerprint") != fingerprint or old.get("finished"):
-            log.info("%s: %s, starting afresh", out_dir, "previous run finished"
-                     if old.get("finished") else "settings or inputs changed")
-            for name in ("resume.pt", "metrics.csv", "timing.csv"):
-                (out_dir / name).unlink(missing_ok=True)
-    write_json(record, {"fingerprint": fingerprint, "finished": False})
-    return record
-
-
-def _mark_finished(record: Path) -> None:
-    from dmae.io import read_json, write_json
-
-    write_json(record, {**read_json(record), "finished": True})
-
-
-def _splits(cfg: dict, input_size: int, randaugment: str | None = None):
-    from dmae import layout
-    from dmae.data import build_transform, load_split, manifest_hash
-
-    prepared = layout.prepared_dir(cfg)
-    name = cfg["dataset"]["name"]
-    train_set = load_split(prepared, "train", build_transform(name, True, input_size,
-                                                               randaugment))
-    val_set = load_split(prepared, "val", build_transform(name, False, input_size))
-    return train_set, val_set, manifest_hash(prepared)
-
-
-def cmd_pretrain(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.checkpoint import load_checkpoint, load_into, save_checkpoint
-    from dmae.io import sha256_file
-    from dmae.models import build_pretrain_model
-    from dmae.train import TrainHParams, seed_everything, train
-
-    cfg = cfglib.load(args.config)
-    _set_threads(cfg, args.threads)
-    model_cfg, hp = cfglib.pretrain_settings(cfg, args.model, args.pretraining)
-    recipe = cfg["pretrainings"][args.pretraining]
-    out = Path(args.out or layout.pretrain_dir(cfg, args.model, args.pretraining))
-    seed_everything(hp["seed"])  # the weight initialisation draws from the seeded stream
-    model = build_pretrain_model(model_cfg)
-    meta = {"model": args.model, "pretraining": args.pretraining, "model_cfg": model_cfg}
-    if recipe.get("init"):
-        state, _ = load_checkpoint(recipe["init"])
-        load_into(model, state, source=recipe["init"])
-        meta["init"] = {"path": recipe["init"],
-                        "sha256": sha256_file(Path(recipe["init"]).with_suffix(".safetensors"))}
-    if not recipe.get("train", True):
-        save_checkpoint(out / "last", model.state_dict(), {**meta, "epoch": 0})
-        log.info("%s used as it is (no continued pretraining) -> %s", recipe["init"], out)
-        return
-    train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"])
-    meta["data_manifest_sha256"] = data_hash
-    record = _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
-    train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
-          device=_device(cfg))
-    _mark_finished(record)
-
-
-def cmd_finetune(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.checkpoint import load_checkpoint
-    from dmae.data import read_manifest
-    from dmae.io import sha256_file
-    from dmae.models import build_classifier, build_linear_probe, load_encoder
-    from dmae.train import TrainHParams, seed_everything, train
-
-    cfg = cfglib.load(args.config)
-    _set_threads(cfg, args.threads)
-    model_cfg, hp = cfglib.finetune_settings(cfg, args.model, args.method, args.sigma)
-    randaugment = hp.pop("randaugment", None)
-    out = Path(args.out or layout.finetune_dir(cfg, args.model, args.method, args.sigma))
-    num_classes = read_manifest(layout.prepared_dir(cfg))["num_classes"]
-    seed_everything(hp["seed"])  # the head (and any untrained layer) draws from this stream
-    if hp["task"] == "linprobe":
-        model = build_linear_probe(model_cfg, num_classes)
-    else:
-        model = build_classifier(model_cfg, num_classes)
-    meta = {"model": args.model, "method": args.method, "sigma": args.sigma,
-            "model_cfg": model_cfg, "num_classes": num_classes}
-    if args.pretrained:
-        state, _ = load_checkpoint(args.pretrained)
-        missing, unexpected = load_encoder(model, state, source=str(args.pretrained))
-        log.info("encoder from %s (not loaded: %s; unused: %s)", args.pretrained,
-                 ", ".join(missing) or "none", ", ".join(unexpected) or "none")
-        meta["pretrained"] = {"path": str(args.pretrained), "sha256": sha256_file(
-            Path(args.pretrained).with_suffix(".safetensors"))}
-    elif cfg["methods"][args.method]["pretraining"] is not None:
-        raise ValueError(f"methods.{args.method} fine-tunes a pretrained encoder: "
-                         "pass --pretrained <checkpoint>")
-    train_set, val_set, data_hash = _splits(cfg, model_cfg["img_size"], randaugment)
-    meta["data_manifest_sha256"] = data_hash
-    record = _fresh_if_changed(out, {"settings": [model_cfg, hp], "meta": meta})
-    train(model, train_set, val_set, TrainHParams.from_dict(hp), out, meta=meta,
-          device=_device(cfg))
-    _mark_finished(record)
-
-
-def _certify_indices(cfg: dict, split_size: int) -> list[int]:
-    """The images to certify: every ``stride``-th from ``start`` (at most max_images)."""
-    c = cfg["certify"]
-    indices = list(range(c.get("start", 0), split_size, c["stride"]))
-    return indices[: c["max_images"]] if c.get("max_images") else indices
-
-
-def _load_classifier(checkpoint: Path):
-    """A fine-tuned classifier rebuilt from its checkpoint's own metadata."""
-    from dmae.checkpoint import load_checkpoint, load_into
-    from dmae.models import build_classifier, build_linear_probe
-
-    state, meta = load_checkpoint(checkpoint)
-    build = build_linear_probe if meta.get("task") == "linprobe" else build_classifier
-    model = build(meta["model_cfg"], meta["num_classes"])
-    load_into(model, state, source=str(checkpoint))
-    return model, meta
-
-
-def cmd_certify(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.certify import certify_dataset
-    from dmae.data import build_transform, load_split
-    from dmae.io import sha256_file
-
-    cfg = cfglib.load(args.config)
-    _set_threads(cfg, args.threads)
-    model, meta = _load_classifier(args.checkpoint)
-    split = cfglib.certify_split(cfg)
-    images = load_split(layout.prepared_dir(cfg), split,
-                        build_transform(cfg["dataset"]["name"], False,
-                                        meta["model_cfg"]["img_size"]))
-    if images.num_classes != meta["num_classes"]:
-        raise ValueError(f"{args.checkpoint}: a {meta['num_classes']}-class model cannot "
-                         f"certify {cfg['dataset']['name']} ({images.num_classes} classes)")
-    c = cfg["certify"]
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
-    fingerprint = {"checkpoint_sha256": sha256_file(Path(args.checkpoint)
-                                                    .with_suffix(".safetensors")),
-                   "dataset": cfg["dataset"]["name"], "split": split}
-    _drop_stale_partial(args.out, fingerprint)
-    status = certify_dataset(
-        model, images, _certify_indices(cfg, len(images)), args.sigma,
-        n0=c["n0"], n=c["n"], alpha=c["alpha"], batch_size=c["batch_size"],
-        seed=c.get("seed", 0), out_tsv=args.out, num_classes=meta["num_classes"],
-        device=_device(cfg), shard=shard, config=fingerprint,
-    )
-    log.info("certified %d/%d images -> %s", status.done, status.total, status.tsv)
+    certify(cfg, args.checkpoint, args.sigma, args.out, shard)
 
 
-def _drop_stale_partial(out_tsv: Path, fingerprint: dict) -> None:
-    """Remove a half-done certification made with another model checkpoint.
+def cmd_merge_certify(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.certify.stage import merge
 
-    The workflow certifies again exactly when the fine-tuned checkpoint changed, so such rows
-    can never be completed; any other difference in settings is left for certify_dataset to
-    report.
-    """
-    from dmae.certify.run import meta_path, partial_path
-    from dmae.io import read_json
-
-    partial = partial_path(out_tsv)
-    if not (partial.exists() and meta_path(partial).is_file()):
-        return
-    old = read_json(meta_path(partial)).get("settings", {}).get("config", {})
-    if old.get("checkpoint_sha256") != fingerprint["checkpoint_sha256"]:
-        log.info("%s: made with another checkpoint, starting afresh", partial)
-        partial.unlink()
-        meta_path(partial).unlink()
+    merge(cfg, args.shards, args.out)
 
 
-def cmd_merge_certify(args: argparse.Namespace) -> None:
-    from dmae import layout
-    from dmae.certify import merge_shards
-    from dmae.data import read_manifest
-
-    cfg = cfglib.load(args.config)
-    split_size = read_manifest(layout.prepared_dir(cfg))["counts"][cfglib.certify_split(cfg)]
-    out = merge_shards(args.shards, args.out, _certify_indices(cfg, split_size))
-    log.info("merged %d shards -> %s", len(args.shards), out)
-
-
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_report(args: argparse.Namespace, cfg: dict) -> None:
     from dmae.report.build import write_report
 
-    written = write_report(cfglib.load(args.config))
+    written = write_report(cfg)
     log.info("report: %d tables and figures, e.g. %s", len(written), written[0])
 
 
-def cmd_run_info(args: argparse.Namespace) -> None:
+def cmd_reconstruct(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.report.reconstructions import reconstructions
+
+    reconstructions(cfg, args.checkpoint, args.out, args.images)
+
+
+def cmd_run_info(args: argparse.Namespace, cfg: dict) -> None:
     from dmae.report.readme import write_run_info
 
-    path = write_run_info(cfglib.load(args.config))
-    log.info("run information -> %s", path)
+    log.info("run information -> %s", write_run_info(cfg))
 
 
-def cmd_readme_results(args: argparse.Namespace) -> None:
-    from dmae.report.readme import results_section, update_readme
+def cmd_readme_results(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.report.readme import check_readme, results_section, update_readme
 
-    section = results_section(cfglib.load(args.config))
+    section = results_section(cfg)
     if args.check:
-        text = args.readme.read_text()
-        if section.rstrip("\n") not in text:
-            raise ValueError(f"{args.readme}: the results section differs from what "
-                             f"{args.config}'s committed files give; run dmae readme-results")
+        check_readme(args.readme, section)
         log.info("%s: results section up to date", args.readme)
     elif update_readme(args.readme, section):
         log.info("%s: results section rewritten", args.readme)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
     from dmae.report.compare import compare_runs, format_comparison
 
     comparison = compare_runs(args.run_a, args.run_b)
     print(format_comparison(comparison, show=args.show), end="")
     return 1 if comparison.beyond_uncertainty else 0
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> None:
-    import torch
-
-    from dmae import layout
-    from dmae.checkpoint import load_checkpoint, load_into
-    from dmae.data import build_transform, load_split
-    from dmae.models import build_pretrain_model
-    from dmae.report.figures import reconstruction_grid
-
-    cfg = cfglib.load(args.config)
-    _set_threads(cfg, args.threads)
-    state, meta = load_checkpoint(args.checkpoint)
-    model = build_pretrain_model(meta["model_cfg"])
-    load_into(model, state, source=str(args.checkpoint))
-    model.eval()
-    val = load_split(layout.prepared_dir(cfg), "val",
-                     build_transform(cfg["dataset"]["name"], False, meta["model_cfg"]["img_size"]))
-    torch.manual_seed(cfg["runtime"]["seed"])  # the same noise and masks on every run
-    clean = torch.stack([val[i][0] for i in range(args.images)])
-    with torch.inference_mode():
-        corrupted, recon, _ = model.reconstruct(clean)
-    clean = torch.nn.functional.interpolate(clean, size=corrupted.shape[-2:], mode="bicubic")
-    reconstruction_grid(clean, corrupted, recon, args.out)
-    log.info("reconstructions -> %s", args.out)
-
-
-def _opt_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,14 +249,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return dvcstages.main(argv[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "log", None), getattr(args, "verbose", False))
+    _setup_logging(args.log, args.verbose)
     from dmae.data import DataError
+    from dmae.train import TrainingDivergedError
 
     try:
-        _pin_cpu_kernels(args)
-        return args.func(args) or 0
-    except (DataError, FileNotFoundError, ValueError) as err:
-        # Expected user errors: one clear line, no traceback.
+        cfg = None
+        if getattr(args, "config", None) is not None:
+            from dmae import runtime
+
+            cfg = cfglib.load(args.config)
+            runtime.setup(cfg, args.threads)  # before any stage computes
+        return args.func(args, cfg) or 0
+    except (DataError, FileNotFoundError, ValueError, TrainingDivergedError) as err:
+        # Expected failures: one clear line, no traceback.
         log.error("%s", err)
         return 2
 

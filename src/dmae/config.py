@@ -1,8 +1,9 @@
 """Load and validate the YAML configuration.
 
-One JSON schema, written in YAML (``schemas/config.schema.yaml``), describes every key. The
-CLI and the Snakemake workflow both validate against it, so a typo stops everything before
-any job starts, with the key named.
+One JSON schema, written in YAML (``schemas/config.schema.yaml``), describes every key and
+holds every default. The CLI and the Snakemake workflow both validate against it, so a typo
+stops everything before any job starts, with the key named; then the schema's defaults are
+filled in, so code reads ``cfg["certify"]["shards"]`` and never repeats a default.
 """
 
 from __future__ import annotations
@@ -43,30 +44,73 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def validate(cfg: dict, source: str = "config") -> dict:
-    """Validate ``cfg`` against the schema; raise ConfigError listing every bad key."""
-    validator = jsonschema.Draft202012Validator(schema())
+    """Validate ``cfg`` against the schema (ConfigError listing every bad key), then fill in
+    the schema's defaults and write each ``finetune_per_sigma`` key as ``sigma_key`` does.
+
+    ``cfg`` is completed in place (Snakemake's config object is one) and returned.
+    """
+    rules = schema()
+    validator = jsonschema.Draft202012Validator(rules)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)
         raise ConfigError(f"{source}: invalid configuration:\n  {lines}")
+    _fill_defaults(cfg, rules, rules)
+    cfg["finetune_per_sigma"] = {sigma_key(k): v for k, v in cfg["finetune_per_sigma"].items()}
     _check_references(cfg, source)
     return cfg
+
+
+def _resolved(node: dict, root: dict) -> dict:
+    """``node`` with its local ``$ref`` merged in; sibling ``properties`` add to the target's
+    (that is how a resource group gives the shared job-resource keys its own defaults)."""
+    if "$ref" not in node:
+        return node
+    target = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    target = _resolved(target, root)
+    merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    props = {**target.get("properties", {})}
+    for key, sub in node.get("properties", {}).items():
+        props[key] = {**props.get(key, {}), **sub}
+    if props:
+        merged["properties"] = props
+    return merged
+
+
+def _fill_defaults(value, node: dict, root: dict) -> None:
+    """Set every absent key that has a schema ``default``, at any depth."""
+    if not isinstance(value, dict):
+        return
+    node = _resolved(node, root)
+    props = node.get("properties", {})
+    for key, sub in props.items():
+        sub = _resolved(sub, root)
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            _fill_defaults(value[key], sub, root)
+    each = node.get("additionalProperties")
+    if isinstance(each, dict):
+        for key in value.keys() - props.keys():
+            _fill_defaults(value[key], each, root)
 
 
 def _check_references(cfg: dict, source: str) -> None:
     """Cross-key checks a JSON schema cannot express."""
     for name, recipe in cfg["pretrainings"].items():
-        if not recipe.get("train", True) and not recipe.get("init"):
+        if not recipe["train"] and not recipe["init"]:
             raise ConfigError(f"{source}: pretrainings.{name}.train is false, so "
                               f"pretrainings.{name}.init must name a checkpoint")
     for method, spec in cfg["methods"].items():
-        pre = spec.get("pretraining")
+        pre = spec["pretraining"]
         if pre is not None and pre not in cfg["pretrainings"]:
             raise ConfigError(
                 f"{source}: methods.{method}.pretraining: '{pre}' is not one of the "
                 f"pretrainings ({', '.join(sorted(cfg['pretrainings'])) or 'none defined'})"
             )
-    for sigma in cfg.get("finetune_per_sigma", {}):
+    for sigma in cfg["finetune_per_sigma"]:
         if float(sigma) not in [float(s) for s in cfg["sigmas"]]:
             raise ConfigError(
                 f"{source}: finetune_per_sigma.{sigma}: {sigma} is not in sigmas {cfg['sigmas']}"
@@ -103,12 +147,6 @@ def sigma_key(sigma: float | str) -> str:
     return repr(float(sigma))
 
 
-def certify_split(cfg: dict) -> str:
-    """The split certification reads: the test split, or the validation split for a study
-    that chooses settings without looking at the test images."""
-    return cfg["certify"].get("split", "test")
-
-
 def model_config(cfg: dict, model: str) -> dict:
     """The architecture settings of ``model``, without its training overrides."""
     if model not in cfg["models"]:
@@ -139,14 +177,13 @@ def finetune_settings(cfg: dict, model: str, method: str, sigma: float) -> tuple
         raise ConfigError(f"methods.{method}: not defined (have {', '.join(cfg['methods'])})")
     hp = deep_merge(cfg["finetune"], cfg["models"][model].get("finetune"))
     hp = deep_merge(hp, cfg["methods"][method].get("finetune"))
-    per_sigma = {sigma_key(k): v for k, v in cfg.get("finetune_per_sigma", {}).items()}
-    hp = deep_merge(hp, per_sigma.get(sigma_key(sigma)))
+    hp = deep_merge(hp, cfg["finetune_per_sigma"].get(sigma_key(sigma)))
     hp["consistency"] = {**hp.get("consistency", {}),
                          "enabled": bool(cfg["methods"][method]["consistency"])}
     model_cfg = {**model_config(cfg, model),
                  "global_pool": hp.pop("global_pool", "avg"),
                  "drop_path_rate": hp.pop("drop_path", 0.0)}
-    task = "linprobe" if cfg["methods"][method].get("linprobe", False) else "finetune"
+    task = "linprobe" if cfg["methods"][method]["linprobe"] else "finetune"
     hp = {"seed": cfg["runtime"]["seed"], **hp, "task": task, "sigma": float(sigma)}
     return model_cfg, _with_runtime(cfg, hp)
 

@@ -18,11 +18,11 @@ Snakemake rules use, one stage per unit of work that DVC can store and fetch on 
 
 Each stage's command is the matching Snakemake target restricted to the stage's own rules
 (``--allowed-rules``), so a DVC stage never recomputes another stage's outputs behind DVC's
-back, and both tools run the same `dmae` commands. Dependencies are the library files the
-rule's jobs run (as in ``code(...)`` of workflow/rules/common.smk), the Snakefiles and the
-rule file (a changed shell command reruns the stage), the upstream stages' outputs, and, as
-DVC ``params``, exactly the config sections a rule's ``settings`` parameter is made of (plus
-the few the command also reads), so editing an unrelated part of the config reruns nothing.
+back, and both tools run the same `dmae` commands. Dependencies come from the table both
+tools read, ``dmae.pipeline.RULES``: the library files the rule's jobs run, the Snakefiles and
+the rule file (a changed shell command reruns the stage), the upstream stages' outputs, and,
+as DVC ``params``, the config settings the rule reads, so editing an unrelated part of the
+config reruns nothing.
 Checkpoints, certifications and prepared data are cached outputs (``dvc push``/``dvc pull``);
 tables and figures are small, kept by git, and declared with ``cache: false`` (CSV tables
 and PNG figures as ``plots``, the report's metrics.json as ``metrics``).
@@ -51,7 +51,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from dmae import layout
+from dmae import layout, pipeline
+from dmae.certify.run import meta_path
 from dmae.config import load, sigma_key
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -68,55 +69,36 @@ HEADER = """\
 # bare `dvc pull`, so that Snakemake sees the pulled files as up to date.
 """
 
-# Library files every `dmae` command imports, then each rule's own parts: the same lists as
-# code(...) in workflow/rules/common.smk and the rule files.
-COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "reproducibility.py", "schemas")
-CODE = {
-    "prepare_data": ("data",),
-    "pretrain": ("data", "models", "train", "checkpoint.py"),
-    "reconstructions": ("data", "models", "report", "checkpoint.py"),
-    "finetune": ("data", "models", "train", "checkpoint.py"),
-    "certify": ("data", "models", "certify", "checkpoint.py"),
-    "report": ("report", "layout.py", "reference_results.csv"),
-}
 WORKFLOW = ("Snakefile", "workflow/Snakefile", "workflow/rules/common.smk")
-RULE_FILE = {
-    "prepare_data": "workflow/rules/data.smk",
-    "pretrain": "workflow/rules/pretrain.smk",
-    "reconstructions": "workflow/rules/pretrain.smk",
-    "finetune": "workflow/rules/finetune.smk",
-    "certify": "workflow/rules/certify.smk",
-    "report": "workflow/rules/report.smk",
-}
-# The runtime keys that dmae.config adds to every training's settings.
-RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
-                 "runtime.cpu_isa")
 
 
 def _p(path: Path | str) -> str:
     return PurePosixPath(path).as_posix()
 
 
-def _code(rule: str) -> list[str]:
-    return [str(SRC / name) for name in COMMON_CODE + CODE[rule]]
+def _deps(rules: list[str], *inputs: Path | str) -> list[str]:
+    """The workflow files, the rules' files and library code (dmae.pipeline), then inputs."""
+    files = [*WORKFLOW]
+    for rule in rules:
+        files += [f"workflow/rules/{pipeline.RULES[rule].rule_file}",
+                  *(str(SRC / part) for part in pipeline.code_parts(rule))]
+    return [*dict.fromkeys(files), *(_p(p) for p in inputs)]
 
 
-def _deps(rule: str, *inputs: Path | str) -> list[str]:
-    return [*WORKFLOW, RULE_FILE[rule], *_code(rule), *(_p(p) for p in inputs)]
-
-
-def _params(configfile: str, cfg: dict, keys: list[str]) -> list[dict]:
-    """DVC params from the config file; only keys the file has (DVC fails on a missing one)."""
-
-    def present(key: str) -> bool:
-        node = cfg
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return True
-
-    return [{configfile: [k for k in keys if present(k)]}]
+def _params(configfile: str, written: dict, rules: list[str], **job: str) -> list[dict]:
+    """DVC params: the settings the rules read (dmae.pipeline) that the config file writes
+    (DVC fails on a missing key; a default is not in the file). DVC reads a dotted key, so a
+    key holding a dot (a sigma, "0.25") is tracked by its section."""
+    keys = []
+    for rule in rules:
+        for path in pipeline.setting_keys(rule, **job):
+            path = path[:next((i for i, p in enumerate(path) if "." in p), len(path))]
+            node = written
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                keys.append(".".join(path))
+    return [{configfile: list(dict.fromkeys(keys))}]
 
 
 def _cmd(configfile: str, targets: list[str], rules: list[str]) -> str:
@@ -125,56 +107,45 @@ def _cmd(configfile: str, targets: list[str], rules: list[str]) -> str:
                        "--allowed-rules", *rules])
 
 
-def _sidecar(tsv: Path) -> Path:
-    """The settings file `dmae certify` writes beside a TSV (dmae.certify.run.meta_path)."""
-    return tsv.with_name(tsv.name + ".meta.json")
-
-
 def _sigma_name(sigma: str) -> str:
     return "sigma_" + sigma_key(sigma).replace(".", "_")  # DVC stage names take no "."
 
 
-def checkpoint_kind(cfg: dict) -> str:
-    """The fine-tuned checkpoint that certification uses (``certify.checkpoint``)."""
-    return cfg["certify"].get("checkpoint", "best")
-
-
-def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
-    """The ``stages`` of dvc.yaml for ``cfg``, read from ``configfile`` (repo-relative)."""
+def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None) -> dict:
+    """The ``stages`` of dvc.yaml for ``cfg``, loaded from ``configfile`` (repo-relative);
+    ``written`` is that file's own content (default: read from it)."""
+    if written is None:
+        written = yaml.safe_load(Path(configfile).read_text())
     stages: dict[str, dict] = {}
     prepared = layout.prepared_dir(cfg)
     manifest = prepared / "manifest.json"
-    ckpt = checkpoint_kind(cfg)
+    ckpt = cfg["certify"]["checkpoint"]
 
-    stages["prepare"] = {
-        "cmd": _cmd(configfile, [_p(manifest)], ["prepare_data"]),
-        "deps": _deps("prepare_data"),
-        "params": _params(configfile, cfg, ["dataset"]),
-        "outs": [_p(prepared)],
-    }
+    def stage(rules: list[str], targets: list[Path | str], inputs=(), **job) -> dict:
+        return {"cmd": _cmd(configfile, [_p(t) for t in targets], rules),
+                "deps": _deps(rules, *inputs),
+                "params": _params(configfile, written, rules, **job)}
+
+    stages["prepare"] = {**stage(["prepare_data"], [manifest]), "outs": [_p(prepared)]}
 
     def pretrained(model: str, pretraining: str) -> list[Path]:
         folder = layout.pretrain_dir(cfg, model, pretraining)
         return [folder / "last.safetensors", folder / "last.json"]
 
     for model, pre in layout.used_pretrainings(cfg):
-        init = cfg["pretrainings"][pre].get("init")
+        init = cfg["pretrainings"][pre]["init"]
         # A starting checkpoint is read as weights + JSON, as dmae.checkpoint names them.
         init_files = [Path(init).with_suffix(s) for s in (".safetensors", ".json")] if init else []
         weights, meta = pretrained(model, pre)
         stages[f"pretrain-{model}-{pre}"] = {
-            "cmd": _cmd(configfile, [_p(weights)], ["pretrain"]),
-            "deps": _deps("pretrain", prepared, *init_files),
-            "params": _params(configfile, cfg, [f"models.{model}", f"pretrainings.{pre}",
-                                                "pretrain", *RUNTIME_TRAIN]),
+            **stage(["pretrain"], [weights], [prepared, *init_files], model=model,
+                    pretraining=pre),
             "outs": [_p(weights), _p(meta)],
         }
     for model, pre in layout.used_pretrainings(cfg):
         figure = layout.reconstruction_figure(cfg, model, pre)
         stages[f"reconstructions-{model}-{pre}"] = {
-            "cmd": _cmd(configfile, [_p(figure)], ["reconstructions"]),
-            "deps": _deps("reconstructions", prepared, *pretrained(model, pre)),
-            "params": _params(configfile, cfg, ["runtime.seed", "runtime.cpu_isa"]),
+            **stage(["reconstructions"], [figure], [prepared, *pretrained(model, pre)]),
             "plots": [{_p(figure): {"cache": False}}],
         }
 
@@ -183,11 +154,8 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
         pre = cfg["methods"][method]["pretraining"]
         outs = [folder / f"{ckpt}.safetensors", folder / f"{ckpt}.json", folder / "metrics.csv"]
         stages[f"finetune-{model}-{method}-{_sigma_name(sigma)}"] = {
-            "cmd": _cmd(configfile, [_p(outs[0])], ["finetune"]),
-            "deps": _deps("finetune", prepared, *(pretrained(model, pre) if pre else [])),
-            "params": _params(configfile, cfg, [f"models.{model}", f"methods.{method}",
-                                                "finetune", "finetune_per_sigma",
-                                                *RUNTIME_TRAIN]),
+            **stage(["finetune"], [outs[0]], [prepared, *(pretrained(model, pre) if pre else [])],
+                    model=model, method=method, sigma=sigma),
             "outs": [_p(p) for p in outs],
         }
 
@@ -195,13 +163,11 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
         folder = layout.finetune_dir(cfg, model, method, sigma)
         tsv = layout.certify_tsv(cfg, model, method, sigma)
         shards = [layout.certify_shard_tsv(cfg, model, method, sigma, i)
-                  for i in range(cfg["certify"].get("shards", 1))]
-        outs = [p for t in [*shards, tsv] for p in (t, _sidecar(t))]
+                  for i in range(cfg["certify"]["shards"])]
+        outs = [p for t in [*shards, tsv] for p in (t, meta_path(t))]
         stages[f"certify-{model}-{method}-{_sigma_name(sigma)}"] = {
-            "cmd": _cmd(configfile, [_p(tsv)], ["certify_shard", "merge_certify"]),
-            "deps": _deps("certify", prepared, folder / f"{ckpt}.safetensors",
-                          folder / f"{ckpt}.json"),
-            "params": _params(configfile, cfg, ["certify", "runtime.cpu_isa"]),
+            **stage(["certify_shard", "merge_certify"], [tsv],
+                    [prepared, folder / f"{ckpt}.safetensors", folder / f"{ckpt}.json"]),
             "outs": [_p(p) for p in outs],
         }
 
@@ -211,9 +177,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
         report_inputs += [tsv, layout.finetune_dir(cfg, model, method, sigma) / f"{ckpt}.json"]
     files = [*layout.table_paths(cfg), *layout.figure_paths(cfg)]
     stages["report"] = {
-        "cmd": _cmd(configfile, ["report"], ["report"]),
-        "deps": _deps("report", *report_inputs),
-        "params": _params(configfile, cfg, ["report", "methods", "dataset.name"]),
+        **stage(["report"], ["report"], report_inputs),
         "outs": [{_p(p): {"cache": False}} for p in files
                  if p.suffix not in (".csv", ".png", ".json")],
         "metrics": [{_p(p): {"cache": False}} for p in files if p.suffix == ".json"],
@@ -222,9 +186,9 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG) -> dict:
     return stages
 
 
-def render(cfg: dict, configfile: str = DEFAULT_CONFIG) -> str:
+def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None) -> str:
     """The text of dvc.yaml for ``cfg`` (deterministic: same config, same bytes)."""
-    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile)}, sort_keys=False,
+    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile, written)}, sort_keys=False,
                           default_flow_style=False, width=1_000)
     return HEADER.format(config=configfile) + body
 

@@ -16,22 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks so large files need little memory."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in chunks: large files need little memory)."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex MD5 of a file (only for matching published checksums, never for security)."""
-    digest = hashlib.md5(usedforsecurity=False)
+def md5_file(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file, only to match published checksums (never for security)."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 @contextlib.contextmanager

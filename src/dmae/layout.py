@@ -42,7 +42,7 @@ def certify_tsv(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
 
 
 def certify_shard_tsv(cfg: dict, model: str, method: str, sigma: float | str, shard: int) -> Path:
-    shards = cfg["certify"].get("shards", 1)
+    shards = cfg["certify"]["shards"]
     folder = certify_tsv(cfg, model, method, sigma).with_suffix("")
     return folder / f"shard_{shard}-of-{shards}.tsv"
 

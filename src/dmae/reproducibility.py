@@ -16,12 +16,13 @@ GPU runs are outside this promise: cuDNN and cuBLAS are not bitwise stable acros
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+from dmae.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ PINS = {
 }
 RECORDED_PACKAGES = ("torch", "timm", "numpy", "scipy", "snakemake", "dvc")
 LOCK_FILE = "requirements.lock"
-
-
-def cpu_isa(cfg: dict) -> str:
-    """The config's ``runtime.cpu_isa``, or the schema's default."""
-    from dmae.config import schema
-
-    default = schema()["properties"]["runtime"]["properties"]["cpu_isa"]["default"]
-    return cfg["runtime"].get("cpu_isa", default)
 
 
 def pin_cpu_kernels(isa: str) -> dict[str, str]:
@@ -72,11 +65,6 @@ def check_pinned(isa: str) -> None:
                     "results may differ from another machine's", isa, used)
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def software(repo: Path = Path(".")) -> dict:
     """Python and package versions, the lock file's hash, the CPU path torch's kernels run
     (the pinned one, e.g. AVX2 on an AVX-512 machine) and the GPU."""
@@ -91,7 +79,7 @@ def software(repo: Path = Path(".")) -> dict:
     lock = Path(repo) / LOCK_FILE
     return {
         "versions": versions,
-        "lock_sha256": file_sha256(lock) if lock.is_file() else "no lock file",
+        "lock_sha256": sha256_file(lock) if lock.is_file() else "no lock file",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "pinned": {k: os.environ[k] for k in PINS["avx2"] if k in os.environ},
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -1,18 +1,18 @@
-# Randomized-smoothing certification (Cohen et al.'s CERTIFY), split into shards that run
-# as separate jobs, then merged (the merge checks the shards are complete and disjoint).
+# Randomized-smoothing certification (certify.method; cohen: Cohen et al.'s CERTIFY), split
+# into shards that run as separate jobs, then merged (the merge checks the shards are
+# complete and disjoint).
 
 
 rule certify_shard:
     input:
         weights=f"{RESULTS}/finetune/{{model}}/{{method}}/sigma_{{sigma}}/{CKPT}.safetensors",
         manifest=PREPARED_MANIFEST,
-        code=code("data", "models", "certify", "checkpoint.py"),
+        code=code("certify_shard"),
     output:
         f"{RESULTS}/certify/{{model}}/{{method}}/sigma_{{sigma}}/shard_{{shard}}-of-{SHARDS}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
-        cpu_isa=CPU_ISA,
-        settings=settings(config["certify"]),
+        settings=settings("certify_shard"),
         shards=SHARDS,
     log:
         f"{LOGS}/certify/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.log",
@@ -20,36 +20,35 @@ rule certify_shard:
         f"{BENCH}/certify/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: res("certify", "threads", 2)
+    threads: threads_of("certify_shard")
     resources:
-        mem_mb=res("certify", "mem_mb", 4000),
-        runtime=res("certify", "runtime", 120),
-        gpu=res("certify", "gpus", 0),
+        **resources_of("certify_shard"),
     shell:
         "dmae certify --config {params.config} --checkpoint {input.weights}"
         " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards} --out {output}"
-        " --threads {threads} --log {log}"
+        " --threads {threads} 2> {log}"
 
 
 rule merge_certify:
     input:
-        expand(
+        shards=expand(
             f"{RESULTS}/certify/{{{{model}}}}/{{{{method}}}}/sigma_{{{{sigma}}}}/shard_{{shard}}-of-{SHARDS}.tsv",
             shard=range(SHARDS),
         ),
+        code=code("merge_certify"),
     output:
         f"{RESULTS}/certify/{{model}}/{{method}}/sigma_{{sigma}}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
+        settings=settings("merge_certify"),
     log:
         f"{LOGS}/certify/{{model}}_{{method}}_sigma_{{sigma}}_merge.log",
     benchmark:
         f"{BENCH}/certify/{{model}}_{{method}}_sigma_{{sigma}}_merge.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: 1
+    threads: threads_of("merge_certify")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **resources_of("merge_certify"),
     shell:
-        "dmae merge-certify --config {params.config} --out {output} --log {log} {input}"
+        "dmae merge-certify --config {params.config} --out {output} {input.shards} 2> {log}"

@@ -1,6 +1,7 @@
-# Shared setup: validate the config against workflow/schemas/config.schema.yaml (the same
-# file the CLI uses; an unknown or wrong key stops here, before any job runs), write the
-# effective config every `dmae` call reads, and name the artifacts.
+# Shared setup: validate the config against the schema the CLI uses (an unknown or wrong key
+# stops here, before any job runs) and fill in its defaults, write the effective config every
+# `dmae` call reads, and name the artifacts. What each rule runs, reads and asks for is
+# dmae.pipeline.RULES, which the dvc.yaml generator reads too.
 
 import json
 import sys
@@ -10,7 +11,7 @@ import yaml
 
 import dmae
 from dmae import config as dmae_config
-from dmae import layout, reproducibility
+from dmae import layout, pipeline
 from dmae.io import atomic_path
 
 dmae_config.validate(config, source="workflow config")
@@ -18,6 +19,9 @@ dmae_config.validate(config, source="workflow config")
 # Jobs call the `dmae` CLI installed beside this snakemake, even when its environment (the
 # project's .venv) is not activated; a --use-conda environment still comes first.
 os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]))
+# Jobs write their stderr (log records, progress bars, errors) to their log: a progress
+# update every 30 s keeps a long job's log readable.
+os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 RESULTS = str(layout.results_dir(config))
 LOGS = f"{RESULTS}/logs"
@@ -28,18 +32,19 @@ PREPARED_MANIFEST = str(layout.prepared_dir(config) / "manifest.json")
 MODELS = list(config["models"])
 METHODS = list(config["methods"])
 SIGMAS = [dmae_config.sigma_key(s) for s in config["sigmas"]]
-SHARDS = config["certify"].get("shards", 1)
-CKPT = config["certify"].get("checkpoint", "best")
-# The CPU kernels every computing job pins (dmae.reproducibility); a change reruns them.
-CPU_ISA = reproducibility.cpu_isa(config)
+SHARDS = config["certify"]["shards"]
+CKPT = config["certify"]["checkpoint"]
 
 
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
-# It is a parameter, not an input, so rules rerun on the settings they use (their `settings`
-# params), not on any edit of the file. Written when a run starts (after Snakemake has locked
+# It is a parameter, not an input, so rules rerun on the settings they read (their `settings`
+# param), not on any edit of the file. Written when a run starts (after Snakemake has locked
 # the outputs) and only when its content changes: a dry run, or a run refused by the lock,
 # never rewrites it under the jobs of a run still going.
 EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
+# Also in the environment, for a job whose output other configs share (the prepared data):
+# a params entry would rerun it, and everything after it, whenever another config ran it.
+os.environ.update(DMAE_CONFIG=EFFECTIVE_CONFIG)
 
 
 def write_effective_config():
@@ -55,35 +60,34 @@ onstart:
     write_effective_config()
 
 
-SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
-
-
-def code(*parts):
-    """Library files a job runs; editing one reruns the jobs that use it, and what follows."""
-    files = [SRC / name for name in ("__init__.py", "cli.py", "config.py", "io.py",
-                                     "reproducibility.py")]
-    files.append(SRC / "schemas" / "config.schema.yaml")
-    for part in parts:
-        path = SRC / part
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+def code(rule):
+    """Library files a rule's jobs run; editing one reruns them, and what follows."""
     # Relative inside the working directory (the usual case: the repository itself), so a
     # moved checkout is not "changed input files"; absolute for a workdir elsewhere.
     here = Path.cwd()
-    return [os.path.relpath(f) if f.is_relative_to(here) else str(f) for f in files]
+    return [os.path.relpath(f) if f.is_relative_to(here) else str(f)
+            for f in pipeline.code_files(rule)]
 
 
-def settings(obj):
-    """A parameter holding resolved settings, so a change to them reruns the job."""
-    return json.dumps(obj, sort_keys=True)
+def settings(rule):
+    """A parameter holding the settings a job reads, so a change to them reruns the job."""
+    return lambda w: json.dumps(pipeline.settings(config, rule, **dict(w.items())),
+                                sort_keys=True)
 
 
-def res(stage, key, default):
-    return config.get("resources", {}).get(stage, {}).get(key, default)
+def threads_of(rule):
+    return pipeline.resources(config, rule)["threads"]
 
 
-def launcher(stage):
-    """`dmae`, or torchrun with one process per GPU when a stage gets more than one."""
-    gpus = res(stage, "gpus", 0)
+def resources_of(rule):
+    """The scheduler's resources of a rule's jobs (Snakemake's and the SLURM plugin's names)."""
+    asked = pipeline.resources(config, rule)
+    return {"mem_mb": asked["mem_mb"], "runtime": asked["runtime"], "gpu": asked["gpus"]}
+
+
+def launcher(rule):
+    """`dmae`, or torchrun with one process per GPU when a job gets more than one."""
+    gpus = pipeline.resources(config, rule)["gpus"]
     if gpus > 1:
         return f"torchrun --standalone --nproc_per_node={gpus} -m dmae.cli"
     return "dmae"
@@ -103,7 +107,7 @@ def pretrained_input(wildcards):
 
 def pretrain_init(wildcards):
     """The checkpoint a pretraining recipe starts from (e.g. ImageNet DMAE for CIFAR-10)."""
-    init = config["pretrainings"][wildcards.pretraining].get("init")
+    init = config["pretrainings"][wildcards.pretraining]["init"]
     return [init] if init else []
 
 

@@ -1,21 +1,22 @@
-# Data preparation: verify the raw files (checksums) and write the prepared splits.
+# Data preparation: verify the raw files (checksums) and write the prepared splits, shared by
+# every config with the same dataset settings (so the config file is not a param here).
 
 
 rule prepare_data:
+    input:
+        code=code("prepare_data"),
     output:
         manifest=PREPARED_MANIFEST,
     params:
-        config=EFFECTIVE_CONFIG,
-        dataset=config["dataset"],
+        settings=settings("prepare_data"),
     log:
         f"{LOGS}/prepare_{DATASET}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_{DATASET}.tsv"
+        f"{BENCH}/prepare_{DATASET}.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: 1
+    threads: threads_of("prepare_data")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **resources_of("prepare_data"),
     shell:
-        "dmae prepare --config {params.config} --log {log}"
+        'dmae prepare --config "$DMAE_CONFIG" 2> {log}'

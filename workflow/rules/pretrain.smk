@@ -6,16 +6,13 @@ rule pretrain:
     input:
         manifest=PREPARED_MANIFEST,
         init=pretrain_init,
-        code=code("data", "models", "train", "checkpoint.py"),
+        code=code("pretrain"),
     output:
         weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
         meta=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.json",
     params:
         config=EFFECTIVE_CONFIG,
-        cpu_isa=CPU_ISA,
-        settings=lambda w: settings(
-            dmae_config.pretrain_settings(config, w.model, w.pretraining)
-        ),
+        settings=settings("pretrain"),
         outdir=lambda w: layout.pretrain_dir(config, w.model, w.pretraining),
         launcher=launcher("pretrain"),
     log:
@@ -24,21 +21,20 @@ rule pretrain:
         f"{BENCH}/pretrain/{{model}}_{{pretraining}}.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: res("pretrain", "threads", 2)
+    threads: threads_of("pretrain")
     resources:
-        mem_mb=res("pretrain", "mem_mb", 4000),
-        runtime=res("pretrain", "runtime", 120),
-        gpu=res("pretrain", "gpus", 0),
+        **resources_of("pretrain"),
     shell:
         "{params.launcher} pretrain --config {params.config} --model {wildcards.model}"
-        " --pretraining {wildcards.pretraining} --out {params.outdir} --threads {threads} --log {log}"
+        " --pretraining {wildcards.pretraining} --out {params.outdir} --threads {threads}"
+        " 2> {log}"
 
 
 rule reconstructions:
     input:
         weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
         manifest=PREPARED_MANIFEST,
-        code=code("data", "models", "report/figures.py", "report/analysis.py", "checkpoint.py"),
+        code=code("reconstructions"),
     output:
         report(
             f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",
@@ -47,17 +43,16 @@ rule reconstructions:
         ),
     params:
         config=EFFECTIVE_CONFIG,
-        cpu_isa=CPU_ISA,
+        settings=settings("reconstructions"),
     log:
         f"{LOGS}/reconstructions/{{model}}_{{pretraining}}.log",
     benchmark:
         f"{BENCH}/reconstructions/{{model}}_{{pretraining}}.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: 1
+    threads: threads_of("reconstructions")
     resources:
-        mem_mb=res("report", "mem_mb", 2000),
-        runtime=res("report", "runtime", 30),
+        **resources_of("reconstructions"),
     shell:
         "dmae reconstruct --config {params.config} --checkpoint {input.weights}"
-        " --out {output} --threads {threads} --log {log}"
+        " --out {output} --threads {threads} 2> {log}"

@@ -5,23 +5,21 @@ rule report:
     input:
         tsvs=ALL_CERTIFICATIONS,
         checkpoints=FINETUNE_METAS,
-        reference=str(SRC / "reference_results.csv"),
-        code=code("report", "layout.py"),
+        code=code("report"),
     output:
         tables=reported(REPORT_TABLES, "Tables"),
         figures=reported(REPORT_FIGURES, "Figures"),
     params:
         config=EFFECTIVE_CONFIG,
-        settings=settings(config["report"]),
+        settings=settings("report"),
     log:
         f"{LOGS}/report.log",
     benchmark:
         f"{BENCH}/report.tsv"
     conda:
         "../envs/dmae.yaml"
-    threads: 1
+    threads: threads_of("report")
     resources:
-        mem_mb=res("report", "mem_mb", 2000),
-        runtime=res("report", "runtime", 30),
+        **resources_of("report"),
     shell:
-        "dmae report --config {params.config} --log {log}"
+        "dmae report --config {params.config} 2> {log}"

@@ -11,9 +11,12 @@ from dmae.certify.run import (
 )
 from dmae.certify.smooth import (
     ABSTAIN,
+    CERTIFIERS,
     Certificate,
+    Certifier,
+    CohenCertifier,
     NoiseStream,
-    Smooth,
+    build_certifier,
     certify_from_counts,
     image_generator,
     image_seed,
@@ -24,11 +27,14 @@ from dmae.certify.smooth import (
 
 __all__ = [
     "ABSTAIN",
+    "CERTIFIERS",
     "COLUMNS",
     "Certificate",
+    "Certifier",
     "CertifyStatus",
+    "CohenCertifier",
     "NoiseStream",
-    "Smooth",
+    "build_certifier",
     "certify_dataset",
     "certify_from_counts",
     "image_generator",

@@ -16,9 +16,10 @@ precision); ``predict`` is -1 for ABSTAIN. Rows are sorted by ``idx``. Cohen et 
 column is left out so that a rerun writes the same bytes; the job's log has the speed.
 
 Settings recorded (and checked on resume): sigma, n0, n, alpha, seed, num_classes, noise_chunk,
-the number and sha256 of the full index list, the shard, and the caller's ``config`` (e.g. the
-model fingerprint). The batch size is NOT a setting: noise is drawn in fixed chunks per image, so
-it only changes speed (it is recorded under ``info``, with the device and torch version).
+the number and sha256 of the full index list, the shard, the caller's ``config`` (e.g. the
+model fingerprint) and, unless it is the default "cohen", the certification ``method``. The
+batch size is NOT a setting: noise is drawn in fixed chunks per image, so it only changes speed
+(it is recorded under ``info``, with the device and torch version).
 """
 
 from __future__ import annotations
@@ -39,14 +40,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dmae.certify.smooth import (
-    DEFAULT_NOISE_CHUNK,
-    Smooth,
-    check_positive_float,
-    check_positive_int,
-    check_sampling,
-    image_generator,
-)
+from dmae.certify.smooth import DEFAULT_METHOD, DEFAULT_NOISE_CHUNK, build_certifier
 from dmae.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -113,7 +107,7 @@ def normalize_shard(shard: tuple[int, int] | None) -> list[int] | None:
 
 def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num_classes: int,
                   noise_chunk: int, indices: Sequence[int], shard: list[int] | None,
-                  config: dict | None) -> dict[str, Any]:
+                  config: dict | None, method: str = DEFAULT_METHOD) -> dict[str, Any]:
     """The settings that determine a TSV's contents (JSON-normalized for comparison)."""
     settings = {
         "format": FORMAT,
@@ -128,6 +122,8 @@ def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num
         "shard": shard,
         "config": config or {},
     }
+    if method != DEFAULT_METHOD:  # absent means cohen: runs made before methods existed match
+        settings["method"] = method
     try:
         return json.loads(json.dumps(settings))
     except TypeError as err:
@@ -310,7 +306,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                     device: torch.device | str | None = None,
                     shard: tuple[int, int] | None = None, config: dict | None = None,
                     progress: bool = True, max_images: int | None = None,
-                    noise_chunk: int = DEFAULT_NOISE_CHUNK) -> CertifyStatus:
+                    noise_chunk: int = DEFAULT_NOISE_CHUNK,
+                    method: str = DEFAULT_METHOD) -> CertifyStatus:
     """CERTIFY every image ``dataset[i]`` for i in ``indices`` (or this job's shard of them).
 
     ``dataset[i]`` returns ``(image in [0,1] as [C,H,W] tensor, label)``. ``indices`` are
@@ -318,16 +315,15 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     Each image's noise comes from its own generator seeded by ``(seed, idx)``, so the rows do not
     depend on sharding, resuming or ``batch_size``. ``config`` (JSON-serializable, e.g. a model
     fingerprint) is stored with the settings. ``max_images`` stops after that many newly
-    certified images (leaving a resumable ``.partial``). The model
-    is moved to ``device`` (default: CUDA when available) and put in eval mode.
+    certified images (leaving a resumable ``.partial``). ``method`` names the certifier
+    (``CERTIFIERS``). The model is moved to ``device`` (default: CUDA when available) and put in
+    eval mode.
 
     Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete.
     """
-    check_sampling(n0=n0, n=n, alpha=alpha)
-    check_positive_float("sigma", sigma)
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("num_classes", num_classes)
-    check_positive_int("noise_chunk", noise_chunk)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
+                                batch_size=batch_size, device=device, noise_chunk=noise_chunk)
     if max_images is not None and max_images < 0:
         raise ValueError(f"max_images must be >= 0, got {max_images}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -338,11 +334,10 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     if max(all_indices) >= len(dataset):
         raise ValueError(f"index {max(all_indices)} is out of range for a dataset of "
                          f"{len(dataset)} images")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed = int(seed)
     settings = make_settings(sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed,
                              num_classes=num_classes, noise_chunk=noise_chunk,
-                             indices=all_indices, shard=shard_spec, config=config)
+                             indices=all_indices, shard=shard_spec, config=config, method=method)
     info = {"batch_size": batch_size, "device": str(device), "torch": torch.__version__}
 
     out_tsv = Path(out_tsv)
@@ -360,8 +355,6 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     remaining = [i for i in todo if i not in done]
     if max_images is not None:
         remaining = remaining[:max_images]
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, device=device,
-                    noise_chunk=noise_chunk)
     start = time.perf_counter()
     with open(partial, "a") as fh:
         for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
@@ -369,7 +362,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                         disable=not progress,
                         mininterval=1.0 if sys.stderr.isatty() else 25.0):
             image, label = dataset[idx]
-            cert = smooth.certify(image, n0, n, alpha, image_generator(seed, idx, device))
+            cert = certifier.certify(image, certifier.generator(seed, idx))
             _sync_write(fh, format_row(idx, int(label), cert.prediction, cert.radius, n0, n,
                                        cert.n_a, cert.p_a_lower))
     if remaining:

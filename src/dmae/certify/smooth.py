@@ -11,6 +11,7 @@ Noise is drawn from one ``torch.Generator`` per test image, in fixed-size chunks
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ class NoiseStream:
 
 
 # ---------------------------------------------------------------------------------------------
-# The smoothed classifier
+# Certifiers: CERTIFY and PREDICT of a smoothed classifier, one class per ``certify.method``
 # ---------------------------------------------------------------------------------------------
 
 
@@ -153,12 +154,19 @@ class Certificate:
     p_a_lower: float
 
 
-class Smooth:
+def inference_autocast(device: torch.device):
+    """The base classifier's precision when certifying: bf16 autocast on CUDA, fp32 elsewhere."""
+    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+            else contextlib.nullcontext())
+
+
+class Certifier(abc.ABC):
     """Smoothed classifier g around a base classifier f with Gaussian noise of std ``sigma``.
 
-    Noisy copies go through f ``batch_size`` at a time under ``torch.inference_mode``; bf16
-    autocast is used only when the device is CUDA. Class counts are tallied on the device and read
-    back once per input. The model is put in eval mode.
+    A subclass implements CERTIFY and PREDICT with sampling settings it checks once, when
+    built, and is registered in ``CERTIFIERS``. Noisy copies go through f ``batch_size`` at a
+    time under ``torch.inference_mode`` and ``inference_autocast``; class counts are tallied on
+    the device. The model is put in eval mode.
     """
 
     def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
@@ -177,50 +185,27 @@ class Smooth:
         self.batch_size = batch_size
         self.noise_chunk = noise_chunk
 
+    @abc.abstractmethod
+    def certify(self, x: torch.Tensor, generator: torch.Generator) -> Certificate:
+        """CERTIFY one image [C,H,W]: a class and an L2 radius, or ABSTAIN with radius 0.0."""
+
+    @abc.abstractmethod
+    def predict(self, x: torch.Tensor, generator: torch.Generator) -> int:
+        """PREDICT one image [C,H,W]: a class, or ABSTAIN."""
+
     def generator(self, seed: int, idx: int) -> torch.Generator:
         """The per-image generator on this classifier's device."""
         return image_generator(seed, idx, self.device)
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
-                generator: torch.Generator) -> Certificate:
-        """CERTIFY: n0 samples choose the class, n fresh samples lower-bound its probability.
+    def sample_counts(self, x: torch.Tensor, num: int, generator: torch.Generator
+                      ) -> torch.Tensor:
+        """Class counts (a long tensor on the device) of f over ``num`` noisy copies of x.
 
-        Returns the class and the L2 radius within which g is constant with probability
-        >= 1 - alpha over the noise, or ABSTAIN with radius 0.0.
+        The noise is a fresh stream, so every call starts at a chunk boundary of ``generator``.
         """
-        check_sampling(n0=n0, n=n, alpha=alpha)
-        x = self._prepare(x, generator)
         stream = NoiseStream(tuple(x.shape), generator, self.noise_chunk)
-        counts0 = self.sample_counts(x, n0, stream)
-        stream = NoiseStream(tuple(x.shape), generator, self.noise_chunk)  # fresh, chunk-aligned
-        counts = self.sample_counts(x, n, stream)
-        c_hat = counts0.argmax()  # stays on the device: the only host sync is below
-        c_hat, n_a = torch.stack([c_hat, counts[c_hat]]).tolist()
-        certified, p_a_lower, radius = certify_from_counts(n_a, n, alpha, self.sigma)
-        if not certified:
-            return Certificate(ABSTAIN, 0.0, n_a, p_a_lower)
-        return Certificate(int(c_hat), float(radius), n_a, p_a_lower)
-
-    def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> int:
-        """PREDICT: the top class of n noisy samples, or ABSTAIN when a two-sided binomial test
-        cannot tell it from the runner-up at level alpha."""
-        check_sampling(n0=1, n=n, alpha=alpha)
-        x = self._prepare(x, generator)
-        counts = self.sample_counts(x, n, NoiseStream(tuple(x.shape), generator,
-                                                      self.noise_chunk))
-        top2 = torch.topk(counts, k=min(2, self.num_classes))
-        values, classes = top2.values.tolist(), top2.indices.tolist()
-        n_b = values[1] if len(values) > 1 else 0
-        if predict_pvalue(values[0], n_b) > alpha:
-            return ABSTAIN
-        return int(classes[0])
-
-    def sample_counts(self, x: torch.Tensor, num: int, stream: NoiseStream) -> torch.Tensor:
-        """Class counts (a long tensor on the device) of f over ``num`` noisy copies of x."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), inference_autocast(self.device):
             remaining = num
             while remaining > 0:
                 size = min(self.batch_size, remaining)
@@ -233,14 +218,66 @@ class Smooth:
     def _prepare(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if generator.device.type != self.device.type:
             raise ValueError(f"generator is on {generator.device} but the classifier runs on "
-                             f"{self.device}; make it with Smooth.generator()")
+                             f"{self.device}; make it with the certifier's generator()")
         if x.dim() != 3:
             raise ValueError(f"expected one image [C,H,W], got shape {list(x.shape)}")
         return x.to(self.device, torch.float32)
 
 
+class CohenCertifier(Certifier):
+    """CERTIFY and PREDICT of Cohen et al. (2019) with ``n0`` selection samples, ``n``
+    estimation samples and confidence level ``1 - alpha``."""
+
+    def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
+                 n0: int, n: int, alpha: float, **kwargs):
+        super().__init__(base_classifier, num_classes, sigma, **kwargs)
+        check_sampling(n0=n0, n=n, alpha=alpha)
+        self.n0, self.n, self.alpha = n0, n, alpha
+
+    def certify(self, x: torch.Tensor, generator: torch.Generator) -> Certificate:
+        """n0 samples choose the class, n fresh samples lower-bound its probability.
+
+        Returns the class and the L2 radius within which g is constant with probability
+        >= 1 - alpha over the noise, or ABSTAIN with radius 0.0.
+        """
+        x = self._prepare(x, generator)
+        counts0 = self.sample_counts(x, self.n0, generator)
+        counts = self.sample_counts(x, self.n, generator)
+        c_hat = counts0.argmax()  # stays on the device: the only host sync is below
+        c_hat, n_a = torch.stack([c_hat, counts[c_hat]]).tolist()
+        certified, p_a_lower, radius = certify_from_counts(n_a, self.n, self.alpha, self.sigma)
+        if not certified:
+            return Certificate(ABSTAIN, 0.0, n_a, p_a_lower)
+        return Certificate(int(c_hat), float(radius), n_a, p_a_lower)
+
+    def predict(self, x: torch.Tensor, generator: torch.Generator) -> int:
+        """The top class of n noisy samples, or ABSTAIN when a two-sided binomial test cannot
+        tell it from the runner-up at level alpha."""
+        x = self._prepare(x, generator)
+        counts = self.sample_counts(x, self.n, generator)
+        top2 = torch.topk(counts, k=min(2, self.num_classes))
+        values, classes = top2.values.tolist(), top2.indices.tolist()
+        n_b = values[1] if len(values) > 1 else 0
+        if predict_pvalue(values[0], n_b) > self.alpha:
+            return ABSTAIN
+        return int(classes[0])
+
+
+CERTIFIERS: dict[str, type[Certifier]] = {"cohen": CohenCertifier}
+DEFAULT_METHOD = "cohen"
+
+
+def build_certifier(method: str, base_classifier: torch.nn.Module, num_classes: int,
+                    sigma: float, **settings) -> Certifier:
+    """The certifier of ``method`` (config ``certify.method``), its settings checked."""
+    if method not in CERTIFIERS:
+        raise ValueError(f"certify.method: unknown method {method!r}; expected one of "
+                         f"{', '.join(sorted(CERTIFIERS))}")
+    return CERTIFIERS[method](base_classifier, num_classes, sigma, **settings)
+
+
 # ---------------------------------------------------------------------------------------------
-# Argument checks shared with the dataset driver
+# Argument checks, run once when a certifier is built
 # ---------------------------------------------------------------------------------------------
 
 

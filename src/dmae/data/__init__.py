@@ -1,59 +1,44 @@
-"""Dataset preparation (Fashion-MNIST, CIFAR-10, ImageNet) and loading.
+"""Datasets (Fashion-MNIST, CIFAR-10, ImageNet): preparation, loading and transforms.
 
-``prepare_dataset`` verifies and converts sources into ``<prepared_root>/<name>/`` with a
-``manifest.json``; ``load_split`` / ``build_transform`` / ``stride_subset`` serve training
-and certification.
+Each dataset is one frozen dataclass (its spec, loader and transforms) in its own module,
+found by name with ``get_dataset``. ``prepare_dataset`` verifies and converts its sources
+into ``<prepared_root>/<name>/`` with a ``manifest.json``; ``load_split`` and
+``get_dataset(name).transform(...)`` serve training and certification.
 """
 
 from .archive import safe_extract
-from .cifar import parse_cifar_batch
-from .datasets import (
-    ArraySplit,
-    ImageIndexSplit,
-    StrideSubset,
-    load_split,
-    manifest_hash,
-    read_manifest,
-    stride_subset,
-)
+from .base import TASKS, Dataset
+from .cifar import CIFAR10, Cifar10Spec, parse_cifar_batch
+from .datasets import ArraySplit, ImageIndexSplit, load_split, manifest_hash, read_manifest
 from .download import download
 from .errors import DataError
+from .fashion_mnist import FASHION_MNIST, FashionMnistSpec
 from .idx import parse_idx
+from .imagenet import IMAGENET, ImageNetSpec
 from .prepare import FORMAT_VERSION, MANIFEST_NAME, SPLITS, prepare_dataset, split_indices
-from .specs import (
-    CIFAR10,
-    DATASET_NAMES,
-    DEFAULT_SPECS,
-    FASHION_MNIST,
-    IMAGENET,
-    Cifar10Spec,
-    FashionMnistSpec,
-    ImageNetSpec,
-    SourceFile,
-    get_spec,
-)
-from .transforms import build_transform
+from .registry import DATASET_NAMES, DATASETS, get_dataset
+from .sources import SourceFile
 
 __all__ = [
     "CIFAR10",
+    "DATASETS",
     "DATASET_NAMES",
-    "DEFAULT_SPECS",
     "FASHION_MNIST",
     "FORMAT_VERSION",
     "IMAGENET",
     "MANIFEST_NAME",
     "SPLITS",
+    "TASKS",
     "ArraySplit",
     "Cifar10Spec",
     "DataError",
+    "Dataset",
     "FashionMnistSpec",
     "ImageIndexSplit",
     "ImageNetSpec",
     "SourceFile",
-    "StrideSubset",
-    "build_transform",
     "download",
-    "get_spec",
+    "get_dataset",
     "load_split",
     "manifest_hash",
     "parse_cifar_batch",
@@ -62,5 +47,4 @@ __all__ = [
     "read_manifest",
     "safe_extract",
     "split_indices",
-    "stride_subset",
 ]

@@ -1,4 +1,4 @@
-"""CIFAR-10 binary batches: records of 1 label byte + 3,072 pixel bytes.
+"""CIFAR-10, from its binary archive: batches of 1 label byte + 3,072 pixel bytes a record.
 
 Pixels are 1,024 red, then 1,024 green, then 1,024 blue values, each plane row-major 32x32.
 Only the binary archive is read; the python version holds pickles and is never touched.
@@ -6,11 +6,70 @@ Only the binary archive is read; the python version holds pickles and is never t
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision import transforms as T
 
+from .archive import safe_extract
+from .base import ArrayDataset
+from .download import check_md5
 from .errors import DataError
+from .sources import Loaded, Locations, SourceFile, check_arrays, locate, source_record
+
+
+@dataclass(frozen=True)
+class Cifar10Spec(ArrayDataset):
+    """CIFAR-10, binary version (MD5 as its publisher lists it on the CIFAR page)."""
+
+    name: str = "cifar10"
+    base_url: str = "https://www.cs.toronto.edu/~kriz/"
+    archive: SourceFile = SourceFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530")
+    folder: str = "cifar-10-batches-bin"
+    train_batches: tuple[str, ...] = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+    test_batches: tuple[str, ...] = ("test_batch.bin",)
+    meta_file: str = "batches.meta.txt"
+    image_shape: tuple[int, int, int] = (32, 32, 3)
+    num_classes: int = 10
+    train_count: int = 50_000
+    test_count: int = 10_000
+
+    def train_augmentation(self) -> list[Callable]:
+        return [T.RandomHorizontalFlip()]  # the committed results use exactly this
+
+    def load(self, where: Locations) -> Loaded:
+        """Verify the archive's MD5, extract it safely next to the output and read it."""
+        archive, origin, _ = locate(
+            self.archive,
+            where,
+            where.download_url or self.base_url,
+            functools.partial(check_md5, expected=self.archive.md5),
+        )
+        sources = [source_record(self.archive.name, origin, archive, md5=self.archive.md5)]
+        where.scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".cifar10-extract-", dir=where.scratch_dir) as tmp:
+            safe_extract(archive, Path(tmp))
+            folder = Path(tmp) / self.folder
+            if not folder.is_dir():
+                raise DataError(f"{archive}: no folder {self.folder}/ in the archive")
+            train = read_cifar_batches(folder, self.train_batches, self.image_shape)
+            test = read_cifar_batches(folder, self.test_batches, self.image_shape)
+            class_names = read_class_names(folder / self.meta_file, self.num_classes)
+        for (images, labels), count, batches in (
+            (train, self.train_count, self.train_batches),
+            (test, self.test_count, self.test_batches),
+        ):
+            read_from = f"{archive} ({', '.join(batches)})"
+            check_arrays(images, labels, self.image_shape, count, self.num_classes,
+                         read_from, read_from)
+        return Loaded(train=train, test=test, class_names=class_names, sources=sources)
+
+
+CIFAR10 = Cifar10Spec()
 
 
 def parse_cifar_batch(
@@ -58,10 +117,3 @@ def read_class_names(path: Path, num_classes: int) -> list[str]:
         raise DataError(f"{path}: found {len(names)} class names, expected {num_classes}")
     return names
 
-
-def encode_cifar_batch(images: np.ndarray, labels: np.ndarray) -> bytes:
-    """Encode uint8 images [N,H,W,C] and labels as a binary batch (for fixtures)."""
-    planes = np.ascontiguousarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)
-    flat = planes.reshape(len(images), -1)
-    rows = np.concatenate([np.asarray(labels, dtype=np.uint8)[:, None], flat], axis=1)
-    return rows.tobytes()

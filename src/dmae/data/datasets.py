@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..io import read_json, sha256_file
 from .errors import DataError
@@ -148,29 +148,6 @@ def load_split(
     if manifest["storage"] == "arrays":
         return ArraySplit(prepared_dir, split, manifest, transform)
     return ImageIndexSplit(prepared_dir, split, manifest, transform, image_root)
-
-
-class StrideSubset(Subset):
-    """A Subset that keeps the parent's metadata; ``.indices`` are the parent's indices."""
-
-    @property
-    def num_classes(self) -> int:
-        return self.dataset.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.dataset.class_names
-
-    @property
-    def image_shape(self):
-        return self.dataset.image_shape
-
-
-def stride_subset(dataset: Dataset, stride: int, start: int = 0) -> StrideSubset:
-    """Every ``stride``-th item of ``dataset`` from ``start`` (the certification subset)."""
-    if stride < 1 or start < 0:
-        raise ValueError(f"need stride >= 1 and start >= 0, got stride={stride}, start={start}")
-    return StrideSubset(dataset, list(range(start, len(dataset), stride)))
 
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:

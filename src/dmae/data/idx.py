@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io import md5_file
 from .errors import DataError
-from .specs import SourceFile
+from .sources import SourceFile
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -82,9 +82,3 @@ def read_idx_labels(content: bytes, source: str) -> np.ndarray:
     """IDX label bytes -> int64 array (N,)."""
     return parse_idx(content, expected_magic=LABELS_MAGIC, source=source).astype(np.int64)
 
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as IDX bytes (used to write fixtures in the real format)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    magic = (_UBYTE << 8) | array.ndim
-    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()

@@ -1,15 +1,146 @@
-"""Index an ILSVRC2012 folder in class-folder layout (``<split>/<wnid>/*.JPEG``).
+"""ILSVRC2012 in class-folder layout (``<split>/<wnid>/*.JPEG``), indexed in place.
 
 Images are not copied: each split becomes a list of (path relative to the ImageNet root,
 label), with labels given by the position of the wnid in SORTED order, the order every
-published certification subset uses.
+published certification subset uses. Augmentation follows the authors' code: DMAE's builds on
+MAE's, which uses timm.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+from .base import check_task
 from .errors import DataError
+from .sources import Loaded, Locations
+
+INTERPOLATION = "bicubic"  # MAE: interpolation=3 (PIL bicubic), and 'bicubic' to timm's transforms
+# Training crop scale (fraction of the image area) per task:
+CROP_SCALE = {
+    "pretrain": (0.2, 1.0),  # MAE main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0))
+    "finetune": (0.08, 1.0),  # MAE util/datasets.py: timm create_transform's default scale
+    "linprobe": (0.08, 1.0),  # MAE main_linprobe.py: util/crop.py RandomResizedCrop(224)
+}
+RANDAUGMENT_TASKS = ("finetune",)  # MAE: only main_finetune.py has RandAugment (--aa, via timm)
+EVAL_CROP_PCT = 224 / 256  # MAE util/datasets.py: Resize(int(size / crop_pct)) + CenterCrop(size)
+
+_BICUBIC = T.InterpolationMode(INTERPOLATION)
+
+
+@dataclass(frozen=True)
+class ImageNetSpec:
+    """ILSVRC2012 in class-folder layout, supplied by the user (no download)."""
+
+    name: str = "imagenet"
+    train_dir: str = "train"
+    test_dir: str = "val"  # the official validation set is our certification test split
+    expected_classes: int = 1000
+    extensions: tuple[str, ...] = (".jpeg", ".jpg", ".png")
+
+    def source_settings(self, where: Locations) -> dict[str, Any]:
+        return {"imagenet_root": str(_root(where))}  # the index points into it
+
+    def load(self, where: Locations) -> Loaded:
+        """Index both splits; they must hold the same ``expected_classes`` class folders."""
+        root = _root(where)
+        train_dir, test_dir = root / self.train_dir, root / self.test_dir
+        classes = list_classes(train_dir)
+        check_classes(train_dir, classes, self.expected_classes)
+        check_classes(test_dir, list_classes(test_dir), self.expected_classes, reference=classes)
+        return Loaded(
+            train=index_split(root, train_dir, classes, self.extensions),
+            test=index_split(root, test_dir, classes, self.extensions),
+            class_names=classes,
+            sources=[{"path": str(root), "train_dir": self.train_dir, "test_dir": self.test_dir}],
+            extra={"imagenet_root": str(root), "wnids": classes},
+        )
+
+    def transform(
+        self, train: bool, input_size: int, *, task: str = "finetune",
+        randaugment: str | None = None,
+    ) -> Callable:
+        """PIL image in, tensor out, as the authors' code for ``task``.
+
+        Train: random resized crop (scale ``CROP_SCALE[task]``, bicubic) + horizontal flip,
+        + timm's RandAugment when ``randaugment`` is given (fine-tuning only). Eval, for
+        every task: bicubic resize to ``input_size / EVAL_CROP_PCT`` + center crop.
+        """
+        check_task(task)
+        if randaugment and task not in RANDAUGMENT_TASKS:
+            raise DataError(f"randaugment: only used for fine-tuning, not {task}")
+        if train:
+            crop = _MaeLinprobeCrop if task == "linprobe" else T.RandomResizedCrop
+            steps = [
+                crop(input_size, scale=CROP_SCALE[task], interpolation=_BICUBIC),
+                T.RandomHorizontalFlip(),
+            ]
+            if randaugment:
+                steps.append(_randaugment(randaugment, input_size))
+        else:
+            # MAE resizes larger inputs to the crop size itself (crop_pct 1).
+            resize = int(input_size / EVAL_CROP_PCT) if input_size <= 224 else input_size
+            steps = [T.Resize(resize, interpolation=_BICUBIC), T.CenterCrop(input_size)]
+        return T.Compose([*steps, T.ToTensor()])
+
+
+IMAGENET = ImageNetSpec()
+
+
+class _MaeLinprobeCrop(T.RandomResizedCrop):
+    """RandomResizedCrop as MAE's util/crop.py (its linear probing): one draw of area and
+    aspect ratio, the box clipped to the image, instead of torchvision's up to 10 tries."""
+
+    @staticmethod
+    def get_params(img, scale, ratio):
+        width, height = F.get_image_size(img)
+        area = width * height * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        log_ratio = torch.log(torch.tensor(ratio))
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        w = min(int(round(math.sqrt(area * aspect))), width)
+        h = min(int(round(math.sqrt(area / aspect))), height)
+        top = torch.randint(0, height - h + 1, size=(1,)).item()
+        left = torch.randint(0, width - w + 1, size=(1,)).item()
+        return top, left, h, w
+
+
+def _randaugment(spec: str, input_size: int) -> Callable:
+    """timm's RandAugment with the hyperparameters timm's create_transform gives it."""
+    # Imported here: timm takes seconds to import and only ImageNet fine-tuning needs it.
+    from timm.data import IMAGENET_DEFAULT_MEAN, rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    hparams = {
+        "translate_const": int(input_size * 0.45),  # translations relative to the crop
+        "img_mean": tuple(min(255, round(255 * x)) for x in IMAGENET_DEFAULT_MEAN),  # fill
+        "interpolation": str_to_pil_interp(INTERPOLATION),  # else timm picks one at random
+    }
+    try:
+        return rand_augment_transform(spec, hparams)
+    except (ValueError, AssertionError, KeyError) as err:
+        raise DataError(f"randaugment: {spec!r} is not a timm RandAugment spec "
+                        "(expected e.g. 'rand-m9-mstd0.5-inc1')") from err
+
+
+def _root(where: Locations) -> Path:
+    """The ImageNet folder: ``imagenet_dir``, else ``source_dir``, resolved."""
+    folder = where.imagenet_dir if where.imagenet_dir is not None else where.source_dir
+    if folder is None:
+        raise DataError(
+            "imagenet cannot be downloaded: pass imagenet_dir, the ILSVRC2012 folder holding "
+            "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
+        )
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: ImageNet folder not found")
+    return folder
 
 
 def list_classes(split_dir: Path) -> list[str]:

@@ -15,43 +15,22 @@ import csv
 import dataclasses
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..io import atomic_path, read_json, sha256_file, write_json
-from . import cifar, idx, imagenet
-from .archive import safe_extract
-from .download import check_md5, download, join_url
+from .base import Dataset, spec_identity
 from .errors import DataError
-from .specs import (
-    Cifar10Spec,
-    DatasetSpec,
-    FashionMnistSpec,
-    ImageNetSpec,
-    SourceFile,
-    get_spec,
-    spec_identity,
-)
+from .registry import get_dataset
+from .sources import Loaded, Locations
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass
-class _Loaded:
-    """What a dataset loader hands to the writer."""
-
-    train: Any  # (images, labels) arrays, or a list of (path, label)
-    test: Any
-    class_names: list[str]
-    sources: list[dict[str, Any]]
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def prepare_dataset(
@@ -65,7 +44,7 @@ def prepare_dataset(
     download_url: str | None = None,
     imagenet_dir: Path | None = None,
     expected_classes: int | None = None,
-    spec: DatasetSpec | None = None,
+    spec: Dataset | None = None,
     force: bool = False,
 ) -> Path:
     """Prepare dataset ``name`` into ``prepared_root / name`` and return that folder.
@@ -81,30 +60,24 @@ def prepare_dataset(
     Raises DataError, naming the file and what was expected, for any bad or missing input;
     nothing partial is left behind.
     """
-    spec = _resolve_spec(name, spec, expected_classes)
-    prepared_root, raw_dir = Path(prepared_root), Path(raw_dir)
-    source_dir = Path(source_dir) if source_dir is not None else None
+    dataset = _resolve_spec(name, spec, expected_classes)
+    prepared_root = Path(prepared_root)
     out = prepared_root / name
     _check_val_size(val_size)
+    where = Locations(
+        raw_dir=Path(raw_dir),
+        scratch_dir=prepared_root,
+        source_dir=_opt_path(source_dir),
+        download_url=download_url,
+        imagenet_dir=_opt_path(imagenet_dir),
+    )
 
-    image_root = None
-    if isinstance(spec, ImageNetSpec):
-        image_root = _imagenet_root(imagenet_dir if imagenet_dir is not None else source_dir)
-    settings = _settings(name, spec, val_size, split_seed, image_root)
+    settings = _settings(name, dataset, val_size, split_seed, dataset.source_settings(where))
     if not force and _is_up_to_date(out, settings):
         log.info("%s is up to date; not preparing again", out)
         return out
 
-    base_url = download_url or getattr(spec, "base_url", "")
-    if isinstance(spec, FashionMnistSpec):
-        loaded = _load_fashion_mnist(spec, raw_dir, source_dir, base_url)
-    elif isinstance(spec, Cifar10Spec):
-        prepared_root.mkdir(parents=True, exist_ok=True)
-        loaded = _load_cifar10(spec, raw_dir, source_dir, base_url, scratch_parent=prepared_root)
-    else:
-        loaded = _load_imagenet(spec, image_root)
-
-    _write_prepared(out, spec, loaded, settings, val_size, split_seed)
+    _write_prepared(out, dataset, dataset.load(where), settings, val_size, split_seed)
     log.info("prepared %s in %s", name, out)
     return out
 
@@ -125,15 +98,21 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
 # ---------------------------------------------------------------------------- settings
 
 
-def _resolve_spec(name: str, spec: DatasetSpec | None, expected_classes: int | None):
-    default = get_spec(name)
+def _resolve_spec(name: str, spec: Dataset | None, expected_classes: int | None) -> Dataset:
+    default = get_dataset(name)
     if spec is None:
         spec = default
     elif not isinstance(spec, type(default)):
         raise DataError(f"spec for {name!r} must be a {type(default).__name__}, got {spec!r}")
-    if isinstance(spec, ImageNetSpec) and expected_classes is not None:
+    if expected_classes is not None:
+        if not hasattr(spec, "expected_classes"):
+            raise DataError(f"expected_classes: {name} has a fixed set of classes")
         spec = dataclasses.replace(spec, expected_classes=expected_classes)
     return spec
+
+
+def _opt_path(path: Path | None) -> Path | None:
+    return Path(path) if path is not None else None
 
 
 def _check_val_size(val_size: int) -> None:
@@ -141,15 +120,14 @@ def _check_val_size(val_size: int) -> None:
         raise DataError(f"val_size must be a non-negative integer, got {val_size!r}")
 
 
-def _settings(name, spec, val_size, split_seed, image_root) -> dict[str, Any]:
+def _settings(name, spec, val_size, split_seed, source_settings) -> dict[str, Any]:
     settings = {
         "dataset": name,
         "val_size": int(val_size),
         "split_seed": int(split_seed),
         "spec": spec_identity(spec),
+        **source_settings,
     }
-    if image_root is not None:
-        settings["imagenet_root"] = str(image_root)
     return json.loads(json.dumps(settings))  # normalise to what the manifest reads back
 
 
@@ -166,177 +144,10 @@ def _is_up_to_date(out: Path, settings: dict[str, Any]) -> bool:
     return all((out / f).is_file() for f in manifest.get("files", {}))
 
 
-# ---------------------------------------------------------------------------- Fashion-MNIST
-
-
-def _load_fashion_mnist(
-    spec: FashionMnistSpec, raw_dir: Path, source_dir: Path | None, base_url: str
-) -> _Loaded:
-    contents, sources = {}, []
-    for source in spec.files:
-        path, origin, content, sums = _locate_gz(source, spec, raw_dir, source_dir, base_url)
-        contents[source.name] = (path, content)
-        sources.append(_source_record(source.name, origin, path, **sums))
-
-    def arrays(images_file: SourceFile, labels_file: SourceFile, count: int):
-        images_path, images_bytes = contents[images_file.name]
-        labels_path, labels_bytes = contents[labels_file.name]
-        images = idx.read_idx_images(images_bytes, str(images_path))
-        labels = idx.read_idx_labels(labels_bytes, str(labels_path))
-        images = images[..., None]  # add the channel axis: N,H,W,1
-        _check_arrays(
-            images,
-            labels,
-            spec.image_shape,
-            count,
-            len(spec.class_names),
-            images_path,
-            labels_path,
-        )
-        return images, labels
-
-    return _Loaded(
-        train=arrays(spec.train_images, spec.train_labels, spec.train_count),
-        test=arrays(spec.test_images, spec.test_labels, spec.test_count),
-        class_names=list(spec.class_names),
-        sources=sources,
-    )
-
-
-def _locate_gz(source: SourceFile, spec, raw_dir, source_dir, base_url):
-    """Find, verify and decompress one Fashion-MNIST file: (path, origin, content, checksums).
-
-    A user's source folder is the only place looked at when given; a system copy that fails
-    verification is skipped with a warning; a bad file in the raw folder is an error.
-    """
-    if source_dir is not None:
-        path = source_dir / source.name
-        if not path.is_file():
-            names = ", ".join(f.name for f in spec.files)
-            raise DataError(f"{path}: not found; the source folder must hold {names}")
-        return (path, "source_dir", *idx.read_verified_gz(path, source))
-    for folder in spec.system_dirs:
-        path = Path(folder) / source.name
-        if path.is_file():
-            try:
-                return (path, "system", *idx.read_verified_gz(path, source))
-            except DataError as err:
-                log.warning("ignoring system copy: %s", err)
-    path, origin = raw_dir / source.name, "raw_dir"
-    if not path.is_file():
-        download(join_url(base_url, source.name), path, md5=source.md5)
-        origin = "download"
-    try:
-        return (path, origin, *idx.read_verified_gz(path, source))
-    except DataError as err:
-        raise DataError(f"{err}. Delete {path} to download it again.") from err
-
-
-def _check_arrays(images, labels, image_shape, count, num_classes, images_path, labels_path):
-    if tuple(images.shape[1:]) != tuple(image_shape):
-        raise DataError(
-            f"{images_path}: images have shape {tuple(images.shape[1:])}, "
-            f"expected {tuple(image_shape)}"
-        )
-    if len(images) != count:
-        raise DataError(f"{images_path}: holds {len(images)} images, expected {count}")
-    if len(labels) != count:
-        raise DataError(f"{labels_path}: holds {len(labels)} labels, expected {count}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"{labels_path}: labels range from {labels.min()} to {labels.max()}, "
-            f"expected 0..{num_classes - 1}"
-        )
-
-
-# ---------------------------------------------------------------------------- CIFAR-10
-
-
-def _load_cifar10(
-    spec: Cifar10Spec, raw_dir: Path, source_dir: Path | None, base_url: str, scratch_parent: Path
-) -> _Loaded:
-    archive, origin = _locate_archive(spec, raw_dir, source_dir, base_url)
-    sources = [_source_record(spec.archive.name, origin, archive, md5=spec.archive.md5)]
-    with tempfile.TemporaryDirectory(prefix=".cifar10-extract-", dir=scratch_parent) as scratch:
-        safe_extract(archive, Path(scratch))
-        folder = Path(scratch) / spec.folder
-        if not folder.is_dir():
-            raise DataError(f"{archive}: no folder {spec.folder}/ in the archive")
-        train = cifar.read_cifar_batches(folder, spec.train_batches, spec.image_shape)
-        test = cifar.read_cifar_batches(folder, spec.test_batches, spec.image_shape)
-        class_names = cifar.read_class_names(folder / spec.meta_file, spec.num_classes)
-    for (images, labels), count, batches in (
-        (train, spec.train_count, spec.train_batches),
-        (test, spec.test_count, spec.test_batches),
-    ):
-        where = f"{archive} ({', '.join(batches)})"
-        _check_arrays(images, labels, spec.image_shape, count, spec.num_classes, where, where)
-    return _Loaded(train=train, test=test, class_names=class_names, sources=sources)
-
-
-def _locate_archive(spec: Cifar10Spec, raw_dir: Path, source_dir: Path | None, base_url: str):
-    name, md5 = spec.archive.name, spec.archive.md5
-    if source_dir is not None:
-        path = source_dir / name
-        if not path.is_file():
-            raise DataError(f"{path}: not found; the source folder must hold {name}")
-        check_md5(path, md5)
-        return path, "source_dir"
-    path = raw_dir / name
-    if path.is_file():
-        try:
-            check_md5(path, md5)
-        except DataError as err:
-            raise DataError(f"{err}. Delete {path} to download it again.") from err
-        return path, "raw_dir"
-    return download(join_url(base_url, name), path, md5=md5), "download"
-
-
-def _source_record(name: str, origin: str, path: Path, **checksums: str) -> dict[str, str]:
-    """Manifest entry of one source file.
-
-    The origin (source_dir, system, raw_dir or download) is recorded instead of the absolute
-    path, so the same files give the same manifest (and manifest_hash) on every machine.
-    """
-    log.info("using %s (%s)", path, origin)
-    return {"file": name, "origin": origin, "sha256": sha256_file(path), **checksums}
-
-
-# ---------------------------------------------------------------------------- ImageNet
-
-
-def _imagenet_root(folder: Path | None) -> Path:
-    if folder is None:
-        raise DataError(
-            "imagenet cannot be downloaded: pass imagenet_dir, the ILSVRC2012 folder holding "
-            "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
-        )
-    folder = Path(folder).expanduser().resolve()
-    if not folder.is_dir():
-        raise DataError(f"{folder}: ImageNet folder not found")
-    return folder
-
-
-def _load_imagenet(spec: ImageNetSpec, root: Path) -> _Loaded:
-    train_dir, test_dir = root / spec.train_dir, root / spec.test_dir
-    classes = imagenet.list_classes(train_dir)
-    imagenet.check_classes(train_dir, classes, spec.expected_classes)
-    imagenet.check_classes(
-        test_dir, imagenet.list_classes(test_dir), spec.expected_classes, reference=classes
-    )
-    return _Loaded(
-        train=imagenet.index_split(root, train_dir, classes, spec.extensions),
-        test=imagenet.index_split(root, test_dir, classes, spec.extensions),
-        class_names=classes,
-        sources=[{"path": str(root), "train_dir": spec.train_dir, "test_dir": spec.test_dir}],
-        extra={"imagenet_root": str(root), "wnids": classes},
-    )
-
-
 # ---------------------------------------------------------------------------- writing
 
 
-def _write_prepared(out, spec, loaded: _Loaded, settings, val_size, split_seed) -> None:
+def _write_prepared(out, spec, loaded: Loaded, settings, val_size, split_seed) -> None:
     is_index = isinstance(loaded.train, list)
     n_train = len(loaded.train) if is_index else len(loaded.train[1])
     train_idx, val_idx = split_indices(n_train, val_size, split_seed)

@@ -13,6 +13,7 @@ from dmae.models.pos_embed import get_2d_sincos_pos_embed
 from dmae.models.presets import (
     PRESETS,
     build_classifier,
+    build_downstream,
     build_linear_probe,
     build_pretrain_model,
     resolve_config,
@@ -27,6 +28,7 @@ __all__ = [
     "ViTClassifier",
     "add_gaussian_noise",
     "build_classifier",
+    "build_downstream",
     "build_linear_probe",
     "build_pretrain_model",
     "encoder_state_dict",

@@ -102,3 +102,16 @@ def _build(cfg: dict[str, Any]) -> torch.nn.Module:
     if cfg["num_classes"] is None:
         raise ValueError("num_classes: required when kind is 'classifier'")
     return build_classifier(cfg, cfg["num_classes"])
+
+
+def import_pretrained(cfg: dict, source: str | os.PathLike, model: str, pretraining: str,
+                      out: str | os.PathLike | None = None, *, strict: bool = False
+                      ) -> tuple[dict[str, Any], Path]:
+    """Import a published pretrained checkpoint where the workflow looks for the config's
+    ``model`` pretrained with ``pretraining`` (or at ``out``); return the report and stem."""
+    from dmae import layout
+    from dmae.config import pretrain_settings
+
+    model_cfg = pretrain_settings(cfg, model, pretraining)[0]
+    out = Path(out or layout.pretrain_dir(cfg, model, pretraining) / "last")
+    return import_checkpoint(source, out, model_cfg, strict=strict), out

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmae import layout
-from dmae.config import certify_split
+from dmae.config import sigma_key
 from dmae.io import atomic_path, write_json
 from dmae.report.analysis import Run, counts, load, radius_ceiling
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def checkpoint_json(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
     """Metadata of the fine-tuned base classifier that certification uses (best or last)."""
-    kind = cfg["certify"].get("checkpoint", "best")
+    kind = cfg["certify"]["checkpoint"]
     return layout.finetune_dir(cfg, model, method, sigma) / f"{kind}.json"
 
 
@@ -49,7 +49,7 @@ def report_runs(cfg: dict) -> list[Run]:
     the paper name comes from ``report.paper_names["model/method"]``.
     """
     several_models = len(cfg["models"]) > 1
-    names = cfg["report"].get("paper_names") or {}
+    names = cfg["report"]["paper_names"]
     labels = [spec.get("label") or m for m, spec in cfg["methods"].items()]
     runs = []
     for model, method, sigma in layout.runs(cfg):
@@ -90,9 +90,9 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
         "best_over_sigma": lambda: best_sigma_table(runs, dataset, radii),
         "paper_comparison": lambda: paper_comparison_table(
             runs, None, reference_csv, radii=radii,
-            reference_dataset=cfg["report"].get("reference_dataset")),
+            reference_dataset=cfg["report"]["reference_dataset"]),
         "base_classifiers": lambda: base_classifier_table(
-            runs, split=certify_split(cfg)),
+            runs, split=cfg["certify"]["split"]),
     }
     unknown = sorted(set(layout.TABLES) - set(builders))
     if unknown:
@@ -157,7 +157,7 @@ def metrics_dict(per_sigma, best) -> dict:
     for _, row in per_sigma.iterrows():
         values = numbers(row)
         if values:
-            out.setdefault(row["method"], {})[f"sigma_{row['sigma']:g}"] = values
+            out.setdefault(row["method"], {})[f"sigma_{sigma_key(row['sigma'])}"] = values
     for _, row in best.iterrows():
         values = numbers(row)
         if values:
@@ -167,12 +167,12 @@ def metrics_dict(per_sigma, best) -> dict:
 
 def _check_paper_names(cfg: dict, runs: Sequence[Run], reference_csv) -> None:
     """Warn about report.paper_names that match no run or no published method."""
-    names = cfg["report"].get("paper_names") or {}
+    names = cfg["report"]["paper_names"]
     pairs = {f"{model}/{method}" for model, method, _ in layout.runs(cfg)}
     for key in sorted(set(names) - pairs):
         log.warning("report.paper_names.%s: no such model/method in this config", key)
     reference = read_reference(reference_csv)
-    compared_on = cfg["report"].get("reference_dataset") or cfg["dataset"]["name"]
+    compared_on = cfg["report"]["reference_dataset"] or cfg["dataset"]["name"]
     published = set(reference.loc[reference["dataset"] == compared_on, "method"])
     for paper in sorted({run.paper for run in runs if run.paper is not None} - published):
         log.warning("report.paper_names: %r is not a published %s method (%s); its runs are "
@@ -194,8 +194,8 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     radii = [float(r) for r in cfg["report"]["radii"]]
     sigmas = sorted({float(s) for s in cfg["sigmas"]})
     unit = radius_ceiling(n, alpha, 1.0)
-    stride = int(cert.get("stride", 1))
-    split = {"test": "test", "val": "validation"}[certify_split(cfg)]
+    stride = int(cert["stride"])
+    split = {"test": "test", "val": "validation"}[cfg["certify"]["split"]]
     subset = f"one {split} image in {stride:,}" if stride > 1 else f"every {split} image"
     lines = [
         f"# Report summary: {cfg['name']}",
@@ -205,8 +205,8 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
         f"- methods: {', '.join(_method_text(cfg, m) for m in cfg['methods'])}",
         f"- sigmas: {', '.join(_fmt_sigma(s) for s in sigmas)}",
         f"- certification: n0 = {n0:,}, n = {n:,}, alpha = {alpha:g}; {subset} "
-        f"from index {cert.get('start', 0)}; base classifier: the "
-        f"{cert.get('checkpoint', 'best')} fine-tuning checkpoint",
+        f"from index {cert['start']}; base classifier: the "
+        f"{cert['checkpoint']} fine-tuning checkpoint",
         f"- paper comparison: {_comparison_text(cfg, runs, reference_csv)}",
         "",
         "## Largest certifiable radius",
@@ -250,7 +250,7 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
 def _comparison_text(cfg: dict, runs: Sequence[Run], reference_csv) -> str:
     reference = read_reference(reference_csv)
     datasets = list(dict.fromkeys(reference["dataset"]))
-    compared_on = cfg["report"].get("reference_dataset") or cfg["dataset"]["name"]
+    compared_on = cfg["report"]["reference_dataset"] or cfg["dataset"]["name"]
     text = f"every published method of {', '.join(datasets)}"
     if compared_on not in datasets:
         return (f"{text}; the paper reports no {compared_on} results, so this config's runs "

@@ -51,7 +51,7 @@ def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
         # AVX-512 one of the same core count (with native kernels)
         "machine": (f"{os.cpu_count()}-core {platform.machine()} CPU "
                     f"({reproducibility.machine_isa()}), {gpu}"),
-        "cpu_isa": reproducibility.cpu_isa(cfg),
+        "cpu_isa": cfg["runtime"]["cpu_isa"],
         **software,
         "wall_time_min": round((max(r[1] for r in rows) - min(r[0] for r in rows)) / 60, 1),
         "peak_job_rss_mib": round(max(r[2] for r in rows)),
@@ -227,3 +227,10 @@ def update_readme(readme: Path, section: str) -> bool:
         return False
     readme.write_text(new)
     return True
+
+
+def check_readme(readme: Path, section: str) -> None:
+    """Raise ValueError when ``readme`` does not hold ``section`` as it is generated now."""
+    if section.rstrip("\n") not in readme.read_text():
+        raise ValueError(f"{readme}: the results section differs from what the committed "
+                         "files give; run dmae readme-results")

@@ -92,7 +92,15 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, hp: Trai
         ctx.close()
 
 
-def _amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
+# ---------------------------------------------------------------------------- one training step
+# Public so that benchmarks/train_throughput.py times exactly the engine's step.
+
+
+def amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``hp.amp`` on ``device``; None for fp32.
+
+    "auto" is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere.
+    """
     if hp.amp == "off" or (hp.amp == "auto" and device.type != "cuda"):
         return None
     if hp.amp == "fp16":
@@ -105,8 +113,77 @@ def _amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _use_compile(hp: TrainHParams, device: torch.device) -> bool:
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` (from ``amp_dtype``) on ``device``; off when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling, enabled for fp16 only (a disabled scaler passes everything through)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def use_compile(hp: TrainHParams, device: torch.device) -> bool:
+    """Whether ``hp.compile`` ("auto": on CUDA only) asks for ``torch.compile``."""
     return hp.compile is True or (hp.compile == "auto" and device.type == "cuda")
+
+
+def build_mixup(hp: TrainHParams, model: torch.nn.Module):
+    """timm's ``Mixup`` for ``hp.mixup``/``hp.cutmix`` when fine-tuning, else None."""
+    if hp.task == "pretrain" or (hp.mixup <= 0 and hp.cutmix <= 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob,
+                 switch_prob=hp.mixup_switch_prob, mode=hp.mixup_mode,
+                 label_smoothing=hp.label_smoothing, num_classes=_num_classes(model))
+
+
+def training_loss(net: torch.nn.Module, batch: Any, hp: TrainHParams, device: torch.device,
+                  dtype: torch.dtype | None, mixup=None) -> torch.Tensor:
+    """The loss of one micro-batch, ``(images, labels)`` or images alone for pretraining.
+
+    Pretraining: the model's own loss (it adds noise and masks). Otherwise Gaussian noise on
+    the [0, 1] pixels, mixup (``build_mixup``) if given, and cross-entropy, or the consistency
+    loss over ``hp.consistency.m`` noisy copies of each image.
+    """
+    if hp.task == "pretrain":
+        imgs = _images(batch).to(device, non_blocking=True)
+        with autocast(device, dtype):
+            return net(imgs)[0].float()
+    imgs, labels = (t.to(device, non_blocking=True) for t in batch[:2])
+    copies = hp.consistency.m if hp.consistency.enabled else 1
+    x = imgs.repeat(copies, 1, 1, 1) if copies > 1 else imgs
+    # noise on [0,1] pixels before the model normalizes, then mixup (paper order)
+    x = add_gaussian_noise(x, hp.sigma)
+    targets, smoothing = labels, hp.label_smoothing
+    if mixup is not None:
+        # copies are stacked [c1; c2; ...]: batch-mode mixing pairs element j with the
+        # flipped element, so all copies of one image get the same partner image and lambda
+        x, soft = mixup(x, labels.repeat(copies))
+        targets, smoothing = soft[: len(imgs)], 0.0  # Mixup already smoothed the targets
+    with autocast(device, dtype):
+        logits = net(x)
+    if copies == 1:
+        return classification_loss(logits, targets, smoothing)
+    c = hp.consistency
+    return consistency_loss(logits.chunk(copies), targets, c.lam, c.eta, smoothing)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, lr: float,
+                   clip_grad: float | None, params: list[torch.Tensor]) -> None:
+    """Set ``lr`` (times each group's ``lr_scale``), clip ``params``' gradients to norm
+    ``clip_grad`` if given, step through ``scaler`` and clear the gradients."""
+    set_lr(optimizer, lr)
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------------- helpers
 
 
 def _num_classes(model: torch.nn.Module) -> int:
@@ -138,9 +215,8 @@ class _Run:
         self.progress = progress and ctx.is_main
         self.device = ctx.device
         self.raw = model.to(self.device)
-        self.amp_dtype = _amp_dtype(hp, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
+        self.amp_dtype = amp_dtype(hp, self.device)
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
 
         self.optimizer = build_optimizer(self.raw, hp)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -149,17 +225,9 @@ class _Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.raw, device_ids=ids)
         self.eval_net: torch.nn.Module = self.raw
-        if _use_compile(hp, self.device):
+        if use_compile(hp, self.device):
             self.net, self.eval_net = torch.compile(self.net), torch.compile(self.raw)
-
-        self.mixup = None
-        if hp.task != "pretrain" and (hp.mixup > 0 or hp.cutmix > 0):
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob,
-                               switch_prob=hp.mixup_switch_prob, mode=hp.mixup_mode,
-                               label_smoothing=hp.label_smoothing,
-                               num_classes=_num_classes(self.raw))
+        self.mixup = build_mixup(hp, self.raw)
 
         self._build_loaders(train_set, val_set)
         self.peak_lr = peak_lr(hp, ctx.world_size)
@@ -209,10 +277,6 @@ class _Run:
         shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
         self.val_loader = DataLoader(shard, batch_size=hp.eval_batch_size or hp.batch_size,
                                      shuffle=False, num_workers=hp.num_workers, pin_memory=pin)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype,
-                              enabled=self.amp_dtype is not None)
 
     # ---------------------------------------------------------------------------- resume
 
@@ -379,7 +443,8 @@ class _Run:
             sync = (contextlib.nullcontext() if boundary or not ctx.distributed
                     else self.net.no_sync())
             with sync:
-                loss = self._loss(batch)
+                loss = training_loss(self.net, batch, hp, self.device, self.amp_dtype,
+                                     self.mixup)
                 value = self._checked_loss(loss, i)
                 self.scaler.scale(loss / hp.accum_iter).backward()
             if boundary:
@@ -395,30 +460,6 @@ class _Run:
         bar.close()
         return loss_sum / max(n_losses, 1), images
 
-    def _loss(self, batch: Any) -> torch.Tensor:
-        hp = self.hp
-        if hp.task == "pretrain":
-            imgs = _images(batch).to(self.device, non_blocking=True)
-            with self._autocast():
-                return self.net(imgs)[0].float()
-        imgs, labels = (t.to(self.device, non_blocking=True) for t in batch[:2])
-        copies = hp.consistency.m if hp.consistency.enabled else 1
-        x = imgs.repeat(copies, 1, 1, 1) if copies > 1 else imgs
-        # noise on [0,1] pixels before the model normalizes, then mixup (paper order)
-        x = add_gaussian_noise(x, hp.sigma)
-        targets, smoothing = labels, hp.label_smoothing
-        if self.mixup is not None:
-            # copies are stacked [c1; c2; ...]: batch-mode mixing pairs element j with the
-            # flipped element, so all copies of one image get the same partner image and lambda
-            x, soft = self.mixup(x, labels.repeat(copies))
-            targets, smoothing = soft[: len(imgs)], 0.0  # Mixup already smoothed the targets
-        with self._autocast():
-            logits = self.net(x)
-        if copies == 1:
-            return classification_loss(logits, targets, smoothing)
-        c = hp.consistency
-        return consistency_loss(logits.chunk(copies), targets, c.lam, c.eta, smoothing)
-
     def _checked_loss(self, loss: torch.Tensor, micro: int) -> float:
         """Mean loss over ranks as a float; a non-finite value on any rank stops every rank."""
         value = all_reduce_sum(loss.detach().float().reshape(1), self.ctx)
@@ -427,20 +468,14 @@ class _Run:
             where = (f"{self.out_dir / 'last'} and {self.resume_path} (epoch {self.last_saved})"
                      if self.last_saved is not None else "none (no epoch completed yet)")
             raise TrainingDivergedError(
-                f"non-finite training loss ({value}) at step {self.step} (epoch "
+                f"training diverged: non-finite loss ({value}) at step {self.step} (epoch "
                 f"{self.epoch + 1}, micro-batch {micro}); last good checkpoint: {where}")
         return value
 
     def _optimizer_step(self) -> None:
         self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
                         self.hp.min_lr)
-        set_lr(self.optimizer, self.lr)
-        if self.hp.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.hp.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.optimizer, self.scaler, self.lr, self.hp.clip_grad, self.trainable)
         self.step += 1
 
     # ---------------------------------------------------------------------------- evaluation
@@ -455,7 +490,7 @@ class _Run:
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         net.eval()
         try:
-            with torch.random.fork_rng(devices=cuda), self._autocast():
+            with torch.random.fork_rng(devices=cuda), autocast(self.device, self.amp_dtype):
                 torch.manual_seed(hp.seed + _EVAL_SEED_OFFSET + self.ctx.rank)
                 if hp.task == "pretrain":
                     sums = all_reduce_sum(pretrain_loss_sums(net, self.val_loader, self.device),

@@ -33,7 +33,7 @@ class ConsistencyHParams:
 
 @dataclass(frozen=True)
 class TrainHParams:
-    """Optimisation settings of one run (see /work/shared/paper/hyperparameters.md).
+    """Optimisation settings of one run (the paper's values are in config/imagenet.yaml).
 
     ``betas`` and ``optimizer`` left as None take the task's default: (0.9, 0.95) for
     pretraining and (0.9, 0.999) otherwise; LARS for linear probing and AdamW otherwise.

@@ -93,6 +93,11 @@ def vit_layer_id(name: str, num_blocks: int) -> int:
     return num_blocks + 1
 
 
+# Not timm's param_groups_layer_decay: it matches ours only for global_pool="avg". With "token"
+# it gives the final ``norm`` the last block's lr scale, where MAE/BEiT give it the head's (1.0);
+# its groups come in first-seen order, not sorted by (layer, decay), which reorders the gradient
+# clipping sum and how a resume.pt's optimizer state maps onto parameters; and it carries
+# neither ``param_names`` nor LARS's ``always_adapt``.
 def build_param_groups(model: torch.nn.Module, hp: TrainHParams) -> list[dict]:
     """Optimizer parameter groups with weight decay and layer-wise lr scale.
 

@@ -1,9 +1,8 @@
-"""Tiny datasets written in the real source formats, with specs that match them.
+"""Test helpers: tiny datasets written in the real source formats, with specs that match them.
 
-For tests and smoke runs of the workflow: passing the returned spec to ``prepare_dataset``
-runs the real verification, parsing and writing code on a few images. Image ``i`` of each
-split stores ``i % 256`` and ``i // 256`` in its first two pixels (channel 0), so a test can
-tell which source image ended up where.
+Passing the returned spec to ``prepare_dataset`` runs the real verification, parsing and
+writing code on a few images. Image ``i`` of each split stores ``i % 256`` and ``i // 256``
+in its first two pixels (channel 0), so a test can tell which source image ended up where.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +19,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import md5_file
-from .cifar import encode_cifar_batch
-from .idx import encode_idx
-from .specs import CIFAR10, FASHION_MNIST, Cifar10Spec, FashionMnistSpec, SourceFile
+from dmae.data import CIFAR10, FASHION_MNIST, Cifar10Spec, FashionMnistSpec, SourceFile
+from dmae.io import md5_file
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX bytes (magic 0x0000 08 <ndim>: unsigned bytes)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    return struct.pack(f">I{array.ndim}I", 0x0800 | array.ndim, *array.shape) + array.tobytes()
+
+
+def encode_cifar_batch(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """Encode uint8 images [N,H,W,C] and labels as a CIFAR binary batch."""
+    planes = np.ascontiguousarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)
+    flat = planes.reshape(len(images), -1)
+    rows = np.concatenate([np.asarray(labels, dtype=np.uint8)[:, None], flat], axis=1)
+    return rows.tobytes()
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
