@@ -180,9 +180,11 @@ def finetune_settings(cfg: dict, model: str, method: str, sigma: float) -> tuple
     hp = deep_merge(hp, cfg["finetune_per_sigma"].get(sigma_key(sigma)))
     hp["consistency"] = {**hp.get("consistency", {}),
                          "enabled": bool(cfg["methods"][method]["consistency"])}
+    # Model settings that share the hyperparameter blocks; unset, the model's defaults apply.
     model_cfg = {**model_config(cfg, model),
-                 "global_pool": hp.pop("global_pool", "avg"),
-                 "drop_path_rate": hp.pop("drop_path", 0.0)}
+                 **{key: hp.pop(name) for name, key in (("global_pool", "global_pool"),
+                                                         ("drop_path", "drop_path_rate"))
+                    if name in hp}}
     task = "linprobe" if cfg["methods"][method]["linprobe"] else "finetune"
     hp = {"seed": cfg["runtime"]["seed"], **hp, "task": task, "sigma": float(sigma)}
     return model_cfg, _with_runtime(cfg, hp)

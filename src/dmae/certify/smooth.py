@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 
+from dmae.config import schema
+
 ABSTAIN = -1
 DEFAULT_NOISE_CHUNK = 32
 _SEED_STRIDE = 1_000_003  # prime; distinct image indices give distinct seeds for a given seed
@@ -264,7 +266,8 @@ class CohenCertifier(Certifier):
 
 
 CERTIFIERS: dict[str, type[Certifier]] = {"cohen": CohenCertifier}
-DEFAULT_METHOD = "cohen"
+# The config schema's default for certify.method, for callers without a config.
+DEFAULT_METHOD = schema()["properties"]["certify"]["properties"]["method"]["default"]
 
 
 def build_certifier(method: str, base_classifier: torch.nn.Module, num_classes: int,
