@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -51,6 +52,12 @@ class ToyImages:
         return self.images[i], self.labels[i]
 
 
+# Each method's settings beyond SETTINGS: the driver must treat both alike.
+METHODS = {"cohen": {},
+           "adaptive": {"method": "adaptive",
+                        "method_options": {"radii": [0.0, 0.1, 0.2], "first_look": 8}}}
+
+
 def run(out: Path, indices=range(12), *, dataset=None, model=None, **overrides):
     kwargs = dict(SETTINGS, batch_size=16, progress=False, config={"model": "tiny"})
     kwargs.update(overrides)
@@ -58,16 +65,27 @@ def run(out: Path, indices=range(12), *, dataset=None, model=None, **overrides):
                            out_tsv=out, **kwargs)
 
 
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def method(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def certify(method):
+    """``run`` with the method under test."""
+    return functools.partial(run, **METHODS[method])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, certify) -> Path:
     """An uninterrupted, unsharded run."""
     out = tmp_path_factory.mktemp("ref") / "cert.tsv"
-    status = run(out)
+    status = certify(out)
     assert status.complete and status.done == status.total == 12
     return out
 
 
-def test_tsv_has_cohen_columns_and_full_precision(reference):
+def test_tsv_has_cohen_columns_and_full_precision(reference, certify, method):
     lines = reference.read_text().splitlines()
     assert lines[0].split("\t") == list(COLUMNS)
     df = read_certification(reference)
@@ -85,34 +103,35 @@ def test_tsv_has_cohen_columns_and_full_precision(reference):
     meta = read_json(meta_path(reference))
     assert meta["settings"]["sigma"] == 0.25 and meta["settings"]["config"] == {"model": "tiny"}
     assert "batch_size" not in meta["settings"] and meta["info"]["batch_size"] == 16
-    assert "method" not in meta["settings"]  # the default, cohen, as before methods existed
+    assert meta["settings"]["method"]["name"] == method
+    assert (df["n_used"] <= 64).all() and (df["n_used"] >= 1).all()
     assert not partial_path(reference).exists()
 
 
-def test_batch_size_does_not_change_the_result(tmp_path, reference):
+def test_batch_size_does_not_change_the_result(tmp_path, reference, certify):
     out = tmp_path / "cert.tsv"
-    run(out, batch_size=5)
+    certify(out, batch_size=5)
     assert out.read_bytes() == reference.read_bytes()
 
 
-def test_interrupted_run_resumes_to_the_same_tsv(tmp_path, reference):
+def test_interrupted_run_resumes_to_the_same_tsv(tmp_path, reference, certify):
     out = tmp_path / "cert.tsv"
-    status = run(out, max_images=5)
+    status = certify(out, max_images=5)
     assert not status.complete and status.done == 5
     assert not out.exists(), "a stopped run must not look complete"
     partial = partial_path(out)
     data = partial.read_bytes()
     partial.write_bytes(data[:-7])  # a kill in the middle of writing the 5th row
-    status = run(out)
+    status = certify(out)
     assert status.complete
     assert out.read_bytes() == reference.read_bytes()
     assert not partial.exists() and not meta_path(partial).exists()
     assert read_json(meta_path(out))["settings"] == read_json(meta_path(reference))["settings"]
 
 
-def test_rerunning_a_complete_run_changes_nothing(reference):
+def test_rerunning_a_complete_run_changes_nothing(reference, certify):
     before = reference.read_bytes()
-    status = run(reference)
+    status = certify(reference)
     assert status.complete and reference.read_bytes() == before
 
 
@@ -125,15 +144,15 @@ def test_resume_with_another_sigma_is_an_error(tmp_path):
         run(out, config={"model": "other"})
 
 
-def test_complete_run_with_other_settings_is_an_error(reference):
+def test_complete_run_with_other_settings_is_an_error(reference, certify):
     with pytest.raises(ValueError, match="seed"):
-        run(reference, seed=4)
+        certify(reference, seed=4)
 
 
-def test_merged_shards_equal_the_unsharded_run(tmp_path, reference):
+def test_merged_shards_equal_the_unsharded_run(tmp_path, reference, certify):
     shards = [tmp_path / f"shard{i}.tsv" for i in range(3)]
     for i, path in enumerate(shards):
-        status = run(path, shard=(i, 3))
+        status = certify(path, shard=(i, 3))
         assert status.complete and status.total == 4
         assert len(read_certification(path)) == 4
     merged = merge_shards(shards[::-1], tmp_path / "merged.tsv", range(12))
@@ -162,10 +181,10 @@ def test_merge_refuses_incomplete_or_mismatched_shards(tmp_path):
         merge_shards([done, other], tmp_path / "m.tsv", range(12))
 
 
-def test_a_rerun_writes_the_same_bytes(tmp_path, reference):
+def test_a_rerun_writes_the_same_bytes(tmp_path, reference, certify):
     """No wall-clock column or other run-dependent field: TSV and metadata are reproducible."""
     out = tmp_path / "cert.tsv"
-    run(out)
+    certify(out)
     assert out.read_bytes() == reference.read_bytes()
     assert meta_path(out).read_bytes() == meta_path(reference).read_bytes()
 
@@ -178,7 +197,11 @@ def test_a_rerun_writes_the_same_bytes(tmp_path, reference):
     ({"sigma": 0.0}, "sigma"),
     ({"sigma": -1.0}, "sigma"),
     ({"batch_size": 0}, "batch_size"),
-    ({"method": "adaptive"}, "certify.method: unknown method 'adaptive'"),
+    ({"method": "sequential"}, "certify.method: unknown method 'sequential'"),
+    ({"method": "adaptive", "method_options": {"radii": []}}, "certify.radii"),
+    ({"method": "adaptive", "method_options": {"radii": [0.2, 0.1]}}, "certify.radii"),
+    ({"method": "adaptive", "method_options": {"radii": [0.1], "n_max": 4}},
+     "certify.n_max must be >= certify.n0"),
     ({"shard": (3, 3)}, "shard"),
     ({"indices": [0, 0]}, "duplicates"),
     ({"indices": [12]}, "out of range"),
@@ -191,14 +214,20 @@ def test_bad_settings_are_rejected(tmp_path, overrides, message):
 
 def test_another_method_is_recorded_and_checked_on_resume(tmp_path, monkeypatch):
     class Twin(CohenCertifier):
-        pass
+        def parameters(self) -> dict:
+            return {"name": "twin"}
 
     monkeypatch.setitem(CERTIFIERS, "twin", Twin)
     out = tmp_path / "cert.tsv"
     run(out, method="twin", max_images=2)
-    assert read_json(meta_path(partial_path(out)))["settings"]["method"] == "twin"
-    with pytest.raises(ValueError, match="method: 'twin' in the file, <absent> now"):
+    assert read_json(meta_path(partial_path(out)))["settings"]["method"] == {"name": "twin"}
+    with pytest.raises(ValueError, match="method.name: 'twin' in the file, 'cohen' now"):
         run(out)
+    # the adaptive method's parameters are settings too
+    out = tmp_path / "adaptive.tsv"
+    run(out, **METHODS["adaptive"], max_images=2)
+    with pytest.raises(ValueError, match=r"method.radii.*\[0.0, 0.1, 0.2\] in the file"):
+        run(out, method="adaptive", method_options={"radii": [0.0, 0.1, 0.3]})
 
 
 def test_model_that_does_not_fit_the_data_is_rejected(tmp_path):
@@ -220,11 +249,11 @@ def test_partial_without_meta_is_not_trusted(tmp_path):
         run(out)
 
 
-def test_tsv_without_meta_is_not_trusted(tmp_path, reference):
+def test_tsv_without_meta_is_not_trusted(tmp_path, reference, certify):
     out = tmp_path / "cert.tsv"
     out.write_bytes(reference.read_bytes())
     with pytest.raises(ValueError, match="missing"):
-        run(out)
+        certify(out)
 
 
 def test_meta_is_plain_json(reference):

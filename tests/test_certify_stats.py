@@ -7,45 +7,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from certify_fixtures import Constant, Threshold, pixel
 from scipy.stats import binom, norm
 
 from dmae.certify import (
     ABSTAIN,
     CohenCertifier,
     NoiseStream,
+    Prediction,
     build_certifier,
     certify_from_counts,
     image_generator,
     image_seed,
     lower_confidence_bound,
 )
-
-
-class Threshold(torch.nn.Module):
-    """Class 0 when the (single) pixel value is below t, else class 1.
-
-    With Gaussian noise of std sigma around pixel x, P(class 0) = Phi((t - x) / sigma) exactly,
-    and the smoothed classifier's true robust radius is sigma * Phi^-1(pA) = |t - x|.
-    """
-
-    def __init__(self, t: float = 0.5):
-        super().__init__()
-        self.t = t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x.flatten(1)[:, 0]
-        return torch.stack([self.t - z, z - self.t], dim=1)
-
-
-class Constant(torch.nn.Module):
-    """Always class 2 of 3 (pA = 1)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([0.0, 0.0, 1.0]).expand(x.shape[0], 3)
-
-
-def pixel(value: float) -> torch.Tensor:
-    return torch.full((1, 1, 1), value)
 
 
 def test_radius_ceiling_matches_the_paper():
@@ -137,9 +112,9 @@ def test_predict_abstains_on_a_coin_flip_and_answers_a_clear_case():
     smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=sigma, n0=1, n=1000,
                             alpha=0.001, batch_size=500)
     coin = [smooth.predict(pixel(0.5), smooth.generator(1, i)) for i in range(10)]
-    assert coin == [ABSTAIN] * 10
-    assert smooth.predict(pixel(0.5 - 3 * sigma), smooth.generator(1, 0)) == 0
-    assert smooth.predict(pixel(0.5 + 3 * sigma), smooth.generator(1, 0)) == 1
+    assert coin == [Prediction(ABSTAIN, 1000)] * 10
+    assert smooth.predict(pixel(0.5 - 3 * sigma), smooth.generator(1, 0)) == Prediction(0, 1000)
+    assert smooth.predict(pixel(0.5 + 3 * sigma), smooth.generator(1, 0)) == Prediction(1, 1000)
 
 
 def test_noise_stream_does_not_depend_on_how_it_is_split():
@@ -189,6 +164,6 @@ def test_certifier_rejects_bad_settings(sigma, batch_size, message):
 def test_certifiers_are_built_by_method_name():
     settings = {"n0": 1, "n": 5, "alpha": 0.1}
     assert type(build_certifier("cohen", Threshold(), 2, 0.5, **settings)) is CohenCertifier
-    with pytest.raises(ValueError, match="certify.method: unknown method 'adaptive'; "
-                                         "expected one of cohen"):
-        build_certifier("adaptive", Threshold(), 2, 0.5, **settings)
+    with pytest.raises(ValueError, match="certify.method: unknown method 'sequential'; "
+                                         "expected one of adaptive, cohen"):
+        build_certifier("sequential", Threshold(), 2, 0.5, **settings)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
 from dmae import config as cfglib
-from dmae import dvcstages
+from dmae import dvcstages, pipeline
 
 DEFAULT = "config/default.yaml"
 
@@ -54,6 +56,48 @@ def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monk
     assert dvcstages.main(["--config", DEFAULT, "--output", str(out)]) == 0
     assert dvcstages.main(["--config", DEFAULT, "--output", str(out), "--check"]) == 0
     assert out.read_text() == (REPO / "dvc.yaml").read_text()
+
+
+# The library module each rule's `dmae` command runs (dmae.cli imports it when called).
+RULE_MODULES = {"prepare_data": "dmae.data.stage", "pretrain": "dmae.train.stage",
+                "finetune": "dmae.train.stage", "certify_shard": "dmae.certify.stage",
+                "merge_certify": "dmae.certify.stage",
+                "reconstructions": "dmae.report.reconstructions", "report": "dmae.report.build"}
+
+
+def test_each_rule_lists_every_library_file_its_command_imports():
+    """A file a job imports but its rule does not list would change results without making
+    the job (or its DVC stage) stale."""
+    assert set(RULE_MODULES) == set(pipeline.RULES)
+    for module in sorted(set(RULE_MODULES.values())):
+        script = ("import json, sys, dmae.cli, " + module + "; print(json.dumps(sorted("
+                  "m.__file__ for n, m in sys.modules.items() if n.startswith('dmae') "
+                  "and getattr(m, '__file__', None))))")
+        imported = set(json.loads(subprocess.run([sys.executable, "-c", script], check=True,
+                                                 capture_output=True, text=True).stdout))
+        for rule in (r for r, m in RULE_MODULES.items() if m == module):
+            listed = {str(path) for path in pipeline.code_files(rule)}
+            assert imported <= listed, f"{rule} does not list {sorted(imported - listed)}"
+
+
+def test_an_adaptive_certification_tracks_the_report_grid_it_settles():
+    """certify.radii null means report.radii (dmae.config fills it in): the certification
+    stages then depend on report.radii, and only then."""
+    written = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+
+    def certify_params(certify: dict) -> dict[str, list]:
+        text = copy.deepcopy(written)
+        text["certify"].update(certify)
+        stages = dvcstages.dvc_stages(cfglib.validate(copy.deepcopy(text)),
+                                      "config/default.yaml", text)
+        return {name: stage["params"][0]["config/default.yaml"]
+                for name, stage in stages.items() if name.startswith("certify")}
+
+    for params in certify_params({"method": "adaptive"}).values():
+        assert "report.radii" in params and "certify" in params
+    for certify in ({"method": "adaptive", "radii": [0.0, 0.5]}, {}):
+        for params in certify_params(certify).values():
+            assert "report.radii" not in params
 
 
 def test_stage_names_are_valid_and_every_output_has_one_owner():

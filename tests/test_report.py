@@ -93,7 +93,7 @@ def test_cells_carry_clopper_pearson_intervals(runs):
     assert rs["ACR lo"] < rs["ACR"] < rs["ACR hi"]
     md = to_markdown(table)
     # the larger side of the interval is shown: 85.3 - 40.0 = 45.3
-    assert "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | 40.0 ±45.3 |" in md
+    assert "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | cohen | — | 40.0 ±45.3 |" in md
     best = best_sigma_table(runs, "cifar10", RADII)
     assert best.iloc[1]["r=1 hi"] == pytest.approx(71.64179, abs=1e-4)  # 1 of 5 (sigma 0.5)
 
@@ -104,7 +104,10 @@ def test_per_sigma_table_and_bold(runs):
     assert list(table["sigma"]) == [0.25, 0.5, 0.25, 0.5, 0.25]
     values = ["r=0", "r=0.25", "r=0.5", "r=1", "ACR"]
     assert list(table.columns) == ["method", "sigma", "images", "correct", "abstained",
+                                   "certification", "passes/image",
                                    *[c for v in values for c in (v, f"{v} lo", f"{v} hi")]]
+    # these hand-made TSVs have no sidecar (cohen, as before methods were recorded) and no
+    # sample counts
     rs = table.iloc[0]
     assert (rs["images"], rs["correct"], rs["abstained"]) == (5, 2, 2)
     assert list(table.iloc[2][["r=0", "r=0.25", "r=0.5", "r=1"]]) == [60.0, 40.0, 20.0, 0.0]
@@ -112,20 +115,22 @@ def test_per_sigma_table_and_bold(runs):
     assert np.isnan(table.iloc[1]["r=0"])
 
     md = [without_intervals(line) for line in to_markdown(table).splitlines()]
-    assert md[1] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    assert md[1] == "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
     # dmae 0.25 and 0.5 tie at r=0 and r=0.25 (both bold); 0.5 alone is best at r=0.5, r=1, ACR
-    assert md[2] == "| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | 40.0 | 20.0 | 20.0 | 0.0 | 0.120 |"
+    assert md[2] == ("| RS (Cohen et al.) | 0.25 | 5 | 2 | 2 | cohen | — | 40.0 | 20.0 | 20.0 "
+                     "| 0.0 | 0.120 |")
     assert md[3].startswith("| RS (Cohen et al.) | 0.5 | not run |")
-    assert md[4] == ("| DMAE ViT-B | 0.25 | 5 | 3 | 1 | **60.0** | **40.0** | 20.0 | 0.0 "
-                     "| 0.220 |")
-    assert md[5] == ("| DMAE ViT-B | 0.5 | 5 | 3 | 1 | **60.0** | **40.0** | **40.0** | **20.0** "
-                     "| **0.380** |")
+    assert md[4] == ("| DMAE ViT-B | 0.25 | 5 | 3 | 1 | cohen | — | **60.0** | **40.0** | 20.0 "
+                     "| 0.0 | 0.220 |")
+    assert md[5] == ("| DMAE ViT-B | 0.5 | 5 | 3 | 1 | cohen | — | **60.0** | **40.0** | **40.0** "
+                     "| **20.0** | **0.380** |")
 
     tex = [without_intervals(line) for line in to_latex(table).splitlines()]
-    assert tex[0] == r"\begin{tabular}{lrrrrrrrrr}"
-    assert r"DMAE ViT-B & 0.5 & 5 & 3 & 1 & \textbf{60.0} & \textbf{40.0} & \textbf{40.0} & " \
-           r"\textbf{20.0} & \textbf{0.380} \\" in tex
-    assert r"RS (Cohen et al.) & 0.25 & 5 & 2 & 2 & 40.0 & 20.0 & 20.0 & 0.0 & 0.120 \\" in tex
+    assert tex[0] == r"\begin{tabular}{lrrrrlrrrrrr}"
+    assert r"DMAE ViT-B & 0.5 & 5 & 3 & 1 & cohen & — & \textbf{60.0} & \textbf{40.0} & " \
+           r"\textbf{40.0} & \textbf{20.0} & \textbf{0.380} \\" in tex
+    assert r"RS (Cohen et al.) & 0.25 & 5 & 2 & 2 & cohen & — & 40.0 & 20.0 & 20.0 & 0.0 & " \
+           r"0.120 \\" in tex
 
 
 def test_best_sigma_table(runs):

@@ -14,12 +14,14 @@ from conftest import REPO
 
 from dmae import config as cfglib
 from dmae import layout
+from dmae.certify import SequentialPlan, meta_path
 from dmae.certify.smooth import certify_from_counts
+from dmae.io import write_json
 from dmae.report.analysis import radius_ceiling
 from dmae.report.build import checkpoint_json, report_runs, summary_markdown, write_report
 from dmae.report.tables import read_reference
 
-HEADER = "idx\tlabel\tpredict\tradius\tcorrect\tn0\tn\tnA\tpA_lower\n"
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\tn0\tn\tnA\tpA_lower\tn_used\n"
 
 # Five images each: (label, predict, radius, correct)
 TSVS = {
@@ -47,7 +49,7 @@ def cfg(tmp_path) -> dict:
 
 def write_tsv(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t10\t50\t40\t0.6\n"
+    lines = [f"{i}\t{lab}\t{pred}\t{rad!r}\t{cor}\t10\t50\t40\t0.6\t50\n"
              for i, (lab, pred, rad, cor) in enumerate(rows)]
     path.write_text(HEADER + "".join(lines))
 
@@ -266,13 +268,41 @@ def test_summary(cfg):
     assert f"= {ceiling:.4f} sigma" in text
     assert f"| 0.25 | {0.25 * ceiling:.4f} | 0.5, 1 |" in text
     assert f"| 0.5 | {0.5 * ceiling:.4f} | 1 |" in text
-    assert "| dmae | 0.5 | 5 | 2 | 2 | done |" in text
-    assert "| rs | 0.5 | — | — | — | not run |" in text
+    assert "| dmae | 0.5 | 5 | 2 | 2 | 60 | done |" in text  # 10 + 50 forward passes
+    assert "| rs | 0.5 | — | — | — | — | not run |" in text
+    assert "cohen (Cohen et al.'s CERTIFY" in text and "not comparable" not in text
     missing = [line for line in text.splitlines() if "no certification" in line]
     assert len(missing) == 1 and missing[0].startswith("- rs, sigma 0.5:")
     assert str(layout.certify_tsv(cfg, "micro", "rs", 0.5)) in missing[0]
     assert "the paper reports no fashion-mnist results" in text
     assert not math.isnan(ceiling)
+
+
+def test_an_adaptive_certification_is_named_with_its_cost_and_ceiling(cfg):
+    cfg["certify"]["method"] = "adaptive"
+    cfg = cfglib.validate(cfg)  # the grid: report.radii
+    populate(cfg)
+    tsv = layout.certify_tsv(cfg, "micro", "dmae", 0.5)
+    write_json(meta_path(tsv), {"settings": {"method": {"name": "adaptive"}}})
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    rows[1][-1] = "0"  # stopped on selection: 10 forward passes for this image
+    tsv.write_text("\n".join("\t".join(r) for r in rows) + "\n")
+
+    text = summary_markdown(cfg)
+    grid = ", ".join(f"{r:g}" for r in cfg["report"]["radii"])
+    assert f"- certification: adaptive (estimation samples in rounds, each image stopped once " \
+           f"its answer at radii {grid} is settled; at most n_max = 50), n0 = 10, " in text
+    assert "ACR is not comparable between certification methods" in text
+    plan = SequentialPlan(sigma=0.5, alpha=0.001, n_max=50, radii=cfg["report"]["radii"])
+    ceiling = radius_ceiling(50, plan.look_alpha, 0.5)
+    assert f"| 0.5 (K = {len(plan.looks)} looks) | {ceiling:.4f} |" in text
+    assert "| dmae | 0.5 | 5 | 2 | 2 | 50 | done |" in text  # (10 + 0 + 4 x (10 + 50)) / 5
+
+    write_report(cfg)
+    table = read_table(cfg, "certified_accuracy").set_index(["method", "sigma"])
+    assert table.loc[("dmae", "0.5"), "certification"] == "adaptive"
+    assert table.loc[("dmae", "0.5"), "passes/image"] == "50"
+    assert table.loc[("dmae", "0.25"), "certification"] == "cohen"  # no sidecar: made before
 
 
 def test_a_validation_study_labels_its_certified_split(cfg):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
@@ -143,6 +145,35 @@ def test_changing_n_reruns_certification_and_report_only(smoke_run, tmp_path):
     runs = len(layout.runs(cfg))
     assert jobs == {"certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
                     "report": 1, "default": 1}
+
+
+@pytest.mark.slow
+def test_adaptive_certification_reuses_the_classifiers_and_keeps_cohen_beside_it(smoke_run,
+                                                                                  tmp_path):
+    source, _, cfg = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir, symlinks=True)
+    adaptive = smoke_cfg()
+    adaptive["certify"]["method"] = "adaptive"
+    path = write_config(tmp_path / "adaptive.yaml", adaptive)
+    runs = len(layout.runs(cfg))
+    assert planned_jobs(snakemake(workdir, path, "-n")) == {
+        "certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
+        "report": 1, "default": 1}
+    cohen = {p: p.read_bytes() for p in (workdir / layout.certify_dir(cfg)).rglob("*.tsv")}
+    snakemake(workdir, path, "--cores", "2")
+
+    assert {p: p.read_bytes() for p in (workdir / layout.certify_dir(cfg)).rglob("*.tsv")} \
+        == cohen
+    adaptive_cfg = cfglib.load(path)
+    for model, method, sigma in layout.runs(cfg):
+        df = pd.read_csv(workdir / layout.certify_tsv(adaptive_cfg, model, method, sigma),
+                         sep="\t")
+        assert (df["n_used"] <= cfg["certify"]["n"]).all()
+    summary = (workdir / layout.results_dir(cfg) / "tables" / "summary.md").read_text()
+    assert "- certification: adaptive (" in summary
+    # back to cohen: its certifications are still there, only the report is redone
+    assert planned_jobs(snakemake(workdir, smoke_run[1], "-n")) == {"report": 1, "default": 1}
 
 
 @needs_fmnist

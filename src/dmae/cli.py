@@ -70,6 +70,25 @@ def cmd_certify(args: argparse.Namespace, cfg: dict) -> None:
     certify(cfg, args.checkpoint, args.sigma, args.out, shard)
 
 
+def cmd_certify_image(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.certify import image
+
+    cfg = image.with_method(cfg, args.method)
+    cert = image.certify_image(cfg, args.checkpoint, args.sigma, args.image, args.index,
+                               args.label)
+    names = image.dataset_classes(cfg)[1]
+    print("\n".join(image.describe_certificate(cert, cfg, args.label, names)))
+
+
+def cmd_predict_image(args: argparse.Namespace, cfg: dict) -> None:
+    from dmae.certify import image
+
+    cfg = image.with_method(cfg, args.method)
+    prediction = image.predict_image(cfg, args.checkpoint, args.sigma, args.image, args.index)
+    names = image.dataset_classes(cfg)[1]
+    print("\n".join(image.describe_prediction(prediction, cfg, names)))
+
+
 def cmd_merge_certify(args: argparse.Namespace, cfg: dict) -> None:
     from dmae.certify.stage import merge
 
@@ -166,6 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="i/k: certify every k-th image of the subset from i")
     p.add_argument("--out", required=True, type=Path, help="TSV to write (resumes if partial)")
     p.set_defaults(func=cmd_certify)
+
+    methods = cfglib.schema()["properties"]["certify"]["properties"]["method"]["enum"]
+    for name, action, func in (("certify-image", "CERTIFY", cmd_certify_image),
+                               ("predict-image", "PREDICT", cmd_predict_image)):
+        p = sub.add_parser(
+            name, parents=[common],
+            help=f"{action} one PNG or JPEG image with a fine-tuned classifier, as certify "
+            "does a dataset's",
+            description=f"{action} of the smoothed classifier on one image file, read as the "
+            "config's dataset reads its images, with the config's certification settings. "
+            "The noise is that of the dataset run's image INDEX, so a dataset image gives the "
+            "same answer as its row of `dmae certify`.",
+        )
+        p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned .safetensors")
+        p.add_argument("--sigma", required=True, type=float, help="smoothing noise level")
+        p.add_argument("--image", required=True, type=Path, help="PNG or JPEG file")
+        p.add_argument("--index", type=int, default=0,
+                       help="seed the noise as for this image of the dataset run (default 0)")
+        if name == "certify-image":
+            p.add_argument("--label", type=int,
+                           help="the true class: says whether the answer is correct (and is "
+                           "what certify.stop_on_mismatch compares with)")
+        p.add_argument("--method", choices=methods,
+                       help="certification method (default: the config's certify.method)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser(
         "merge-certify", parents=[common],

@@ -58,6 +58,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
     _fill_defaults(cfg, rules, rules)
     cfg["finetune_per_sigma"] = {sigma_key(k): v for k, v in cfg["finetune_per_sigma"].items()}
     _check_references(cfg, source)
+    _resolve_adaptive(cfg, source)
     return cfg
 
 
@@ -115,6 +116,34 @@ def _check_references(cfg: dict, source: str) -> None:
             raise ConfigError(
                 f"{source}: finetune_per_sigma.{sigma}: {sigma} is not in sigmas {cfg['sigmas']}"
             )
+
+
+def _resolve_adaptive(cfg: dict, source: str) -> None:
+    """An adaptive certification's radius grid: certify.radii, or report.radii when null
+    (filled in, so that the certification jobs' settings hold the grid they settle)."""
+    certify = cfg["certify"]
+    if certify["method"] != "adaptive":
+        return
+    key = "certify.radii"
+    if certify["radii"] is None:
+        certify["radii"] = list(cfg["report"]["radii"])
+        key = "report.radii (the grid of certify.radii: null)"
+    grid = certify["radii"]
+    if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+        raise ConfigError(f"{source}: {key} must be sorted in increasing order without "
+                          f"repeats for certify.method adaptive, got {grid}")
+    if certify["n_max"] is not None and certify["n_max"] < certify["n0"]:
+        raise ConfigError(f"{source}: certify.n_max must be >= certify.n0, got "
+                          f"n_max={certify['n_max']}, n0={certify['n0']}")
+
+
+def filled_from(cfg: dict, written: dict) -> dict[str, str]:
+    """Settings ``validate`` filled in from another key, where the config file as written
+    (``written``) leaves them null: {dotted key: the key its value came from}."""
+    stated = (written.get("certify") or {}).get("radii")
+    if cfg["certify"]["method"] == "adaptive" and stated is None:
+        return {"certify.radii": "report.radii"}
+    return {}
 
 
 def load(path: str | os.PathLike) -> dict:

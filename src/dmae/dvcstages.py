@@ -51,9 +51,10 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from dmae import config as cfglib
 from dmae import layout, pipeline
-from dmae.certify.run import meta_path
 from dmae.config import load, sigma_key
+from dmae.layout import meta_path
 
 DEFAULT_CONFIG = "config/default.yaml"
 DEFAULT_OUTPUT = "dvc.yaml"
@@ -85,12 +86,18 @@ def _deps(rules: list[str], *inputs: Path | str) -> list[str]:
     return [*dict.fromkeys(files), *(_p(p) for p in inputs)]
 
 
-def _params(configfile: str, written: dict, rules: list[str], **job: str) -> list[dict]:
+def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: str
+            ) -> list[dict]:
     """DVC params: the settings the rules read (dmae.pipeline) that the config file writes
-    (DVC fails on a missing key; a default is not in the file). DVC reads a dotted key, so a
-    key holding a dot (a sigma, "0.25") is tracked by its section."""
+    (DVC fails on a missing key; a default is not in the file), and the keys a setting the file
+    leaves null was filled in from (dmae.config.filled_from). DVC reads a dotted key, so a key
+    holding a dot (a sigma, "0.25") is tracked by its section."""
     keys = []
+    filled = cfglib.filled_from(cfg, written)
     for rule in rules:
+        for key in map(".".join, pipeline.setting_keys(rule, **job)):
+            keys += [source for target, source in filled.items()
+                     if target == key or target.startswith(key + ".")]
         for path in pipeline.setting_keys(rule, **job):
             path = path[:next((i for i, p in enumerate(path) if "." in p), len(path))]
             node = written
@@ -124,7 +131,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
     def stage(rules: list[str], targets: list[Path | str], inputs=(), **job) -> dict:
         return {"cmd": _cmd(configfile, [_p(t) for t in targets], rules),
                 "deps": _deps(rules, *inputs),
-                "params": _params(configfile, written, rules, **job)}
+                "params": _params(cfg, configfile, written, rules, **job)}
 
     stages["prepare"] = {**stage(["prepare_data"], [manifest]), "outs": [_p(prepared)]}
 

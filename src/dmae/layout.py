@@ -2,12 +2,14 @@
 
     <results>/<name>/pretrain/<model>/<pretraining>/{last,best}.{safetensors,json}
     <results>/<name>/finetune/<model>/<method>/sigma_<s>/{best,last}.{safetensors,json}
-    <results>/<name>/certify/<model>/<method>/sigma_<s>.tsv   (shards in sigma_<s>/)
+    <results>/<name>/certify/<model>/<method>/sigma_<s>.tsv   (shards in sigma_<s>/; certified
+        by another certify.method than cohen: certify-<that method>/...)
     <results>/<name>/tables/*.{csv,md,tex} + summary.md, figures/*.{png,pdf}, logs/, benchmarks/
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dmae.config import sigma_key
@@ -37,14 +39,34 @@ def finetune_dir(cfg: dict, model: str, method: str, sigma: float | str) -> Path
     return results_dir(cfg) / "finetune" / model / method / f"sigma_{sigma_key(sigma)}"
 
 
+def certify_dir(cfg: dict) -> Path:
+    """The certifications of the config's certify.method: ``certify`` for cohen (the paper's
+    CERTIFY), ``certify-<method>`` for another, so that certifying the same fine-tuned
+    classifiers another way keeps the first certifications beside it."""
+    method = cfg["certify"]["method"]
+    return results_dir(cfg) / ("certify" if method == "cohen" else f"certify-{method}")
+
+
 def certify_tsv(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
-    return results_dir(cfg) / "certify" / model / method / f"sigma_{sigma_key(sigma)}.tsv"
+    return certify_dir(cfg) / model / method / f"sigma_{sigma_key(sigma)}.tsv"
 
 
 def certify_shard_tsv(cfg: dict, model: str, method: str, sigma: float | str, shard: int) -> Path:
     shards = cfg["certify"]["shards"]
     folder = certify_tsv(cfg, model, method, sigma).with_suffix("")
     return folder / f"shard_{shard}-of-{shards}.tsv"
+
+
+def partial_path(out_tsv: str | os.PathLike) -> Path:
+    """Where a certification TSV's rows collect until every image is done."""
+    out_tsv = Path(out_tsv)
+    return out_tsv.with_name(out_tsv.name + ".partial")
+
+
+def meta_path(tsv: str | os.PathLike) -> Path:
+    """Sidecar settings file of a certification TSV (final or ``.partial``)."""
+    tsv = Path(tsv)
+    return tsv.with_name(tsv.name + ".meta.json")
 
 
 def runs(cfg: dict) -> list[tuple[str, str, str]]:

@@ -17,8 +17,8 @@ import dmae
 SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 
 # Library files every `dmae` command imports.
-COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "pipeline.py",
-               "reproducibility.py", "schemas/config.schema.yaml")
+COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "layout.py", "pipeline.py",
+               "reproducibility.py", "runtime.py", "schemas/config.schema.yaml")
 # The runtime settings every training reads (dmae.config adds them to its hyperparameters).
 RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
                  "runtime.cpu_isa")
@@ -37,7 +37,7 @@ RULES = {
     "pretrain": Rule(("data", "models", "train", "checkpoint.py"),
                      ("models.{model}", "pretrainings.{pretraining}", "pretrain", *RUNTIME_TRAIN),
                      "pretrain", "pretrain.smk"),
-    "reconstructions": Rule(("data", "models", "checkpoint.py", "report/__init__.py",
+    "reconstructions": Rule(("data", "models", "certify", "checkpoint.py", "report/__init__.py",
                              "report/reconstructions.py", "report/figures.py",
                              "report/analysis.py"),
                             ("runtime.seed", "runtime.cpu_isa"), "report", "pretrain.smk"),
@@ -47,9 +47,10 @@ RULES = {
                      "finetune", "finetune.smk"),
     "certify_shard": Rule(("data", "models", "certify", "checkpoint.py"),
                           ("certify", "runtime.cpu_isa"), "certify", "certify.smk"),
-    "merge_certify": Rule(("data", "certify"), ("certify",), "report", "certify.smk"),
-    "report": Rule(("report", "layout.py", "reference_results.csv"),
-                   ("report", "methods", "dataset.name"), "report", "report.smk"),
+    "merge_certify": Rule(("data", "models", "certify", "checkpoint.py"), ("certify",), "report",
+                          "certify.smk"),
+    "report": Rule(("report", "certify", "reference_results.csv"),
+                   ("report", "methods", "certify", "dataset.name"), "report", "report.smk"),
 }
 
 

@@ -9,15 +9,15 @@ rule certify_shard:
         manifest=PREPARED_MANIFEST,
         code=code("certify_shard"),
     output:
-        f"{RESULTS}/certify/{{model}}/{{method}}/sigma_{{sigma}}/shard_{{shard}}-of-{SHARDS}.tsv",
+        f"{CERTIFIED}/{{model}}/{{method}}/sigma_{{sigma}}/shard_{{shard}}-of-{SHARDS}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("certify_shard"),
         shards=SHARDS,
     log:
-        f"{LOGS}/certify/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.log",
+        f"{LOGS}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.log",
     benchmark:
-        f"{BENCH}/certify/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.tsv"
+        f"{BENCH}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.tsv"
     conda:
         "../envs/dmae.yaml"
     threads: threads_of("certify_shard")
@@ -32,19 +32,19 @@ rule certify_shard:
 rule merge_certify:
     input:
         shards=expand(
-            f"{RESULTS}/certify/{{{{model}}}}/{{{{method}}}}/sigma_{{{{sigma}}}}/shard_{{shard}}-of-{SHARDS}.tsv",
+            f"{CERTIFIED}/{{{{model}}}}/{{{{method}}}}/sigma_{{{{sigma}}}}/shard_{{shard}}-of-{SHARDS}.tsv",
             shard=range(SHARDS),
         ),
         code=code("merge_certify"),
     output:
-        f"{RESULTS}/certify/{{model}}/{{method}}/sigma_{{sigma}}.tsv",
+        f"{CERTIFIED}/{{model}}/{{method}}/sigma_{{sigma}}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("merge_certify"),
     log:
-        f"{LOGS}/certify/{{model}}_{{method}}_sigma_{{sigma}}_merge.log",
+        f"{LOGS}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_merge.log",
     benchmark:
-        f"{BENCH}/certify/{{model}}_{{method}}_sigma_{{sigma}}_merge.tsv"
+        f"{BENCH}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_merge.tsv"
     conda:
         "../envs/dmae.yaml"
     threads: threads_of("merge_certify")

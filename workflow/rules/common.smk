@@ -24,6 +24,8 @@ os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.get
 os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 RESULTS = str(layout.results_dir(config))
+CERTIFIED = str(layout.certify_dir(config))  # one folder per certify.method
+CERTIFY_KIND = layout.certify_dir(config).name  # its logs' and benchmarks' folder
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DATASET = config["dataset"]["name"]

@@ -1,5 +1,8 @@
-"""Randomized-smoothing certification (Cohen et al. 2019) and its resumable dataset driver."""
+"""Randomized-smoothing certification (Cohen et al. 2019), its adaptive variant and the
+resumable dataset driver."""
 
+from dmae.certify.adaptive import AdaptiveCertifier, SequentialPlan
+from dmae.certify.methods import CERTIFIERS, DEFAULT_METHOD, build_certifier, method_settings
 from dmae.certify.run import (
     COLUMNS,
     CertifyStatus,
@@ -11,29 +14,33 @@ from dmae.certify.run import (
 )
 from dmae.certify.smooth import (
     ABSTAIN,
-    CERTIFIERS,
     Certificate,
     Certifier,
     CohenCertifier,
     NoiseStream,
-    build_certifier,
+    Prediction,
     certify_from_counts,
     image_generator,
     image_seed,
     lower_confidence_bound,
     predict_pvalue,
     radius_from_bound,
+    upper_confidence_bound,
 )
 
 __all__ = [
     "ABSTAIN",
     "CERTIFIERS",
     "COLUMNS",
+    "DEFAULT_METHOD",
+    "AdaptiveCertifier",
     "Certificate",
     "Certifier",
     "CertifyStatus",
     "CohenCertifier",
     "NoiseStream",
+    "Prediction",
+    "SequentialPlan",
     "build_certifier",
     "certify_dataset",
     "certify_from_counts",
@@ -42,8 +49,10 @@ __all__ = [
     "lower_confidence_bound",
     "merge_shards",
     "meta_path",
+    "method_settings",
     "partial_path",
     "predict_pvalue",
     "radius_from_bound",
     "read_certification",
+    "upper_confidence_bound",
 ]

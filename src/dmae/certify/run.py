@@ -11,15 +11,17 @@ Files for an output ``X.tsv``:
   its existence is the "complete" marker.
 
 The TSV has Cohen et al.'s columns ``idx label predict radius correct`` followed by
-``n0 n nA pA_lower``. ``radius`` and ``pA_lower`` are written with ``repr(float)`` (full
-precision); ``predict`` is -1 for ABSTAIN. Rows are sorted by ``idx``. Cohen et al.'s ``time``
-column is left out so that a rerun writes the same bytes; the job's log has the speed.
+``n0 n nA pA_lower n_used``: nA of the n_used estimation samples drawn voted for the selected
+class (n_used is n for the cohen method; the adaptive one stops early, never past its n_max).
+``radius`` and ``pA_lower`` are written with ``repr(float)`` (full precision); ``predict`` is
+-1 for ABSTAIN. Rows are sorted by ``idx``. Cohen et al.'s ``time`` column is left out so that
+a rerun writes the same bytes; the job's log has the speed.
 
 Settings recorded (and checked on resume): sigma, n0, n, alpha, seed, num_classes, noise_chunk,
 the number and sha256 of the full index list, the shard, the caller's ``config`` (e.g. the
-model fingerprint) and, unless it is the default "cohen", the certification ``method``. The
-batch size is NOT a setting: noise is drawn in fixed chunks per image, so it only changes speed
-(it is recorded under ``info``, with the device and torch version).
+model fingerprint) and the certification ``method``: its name and parameters. The batch size is
+NOT a setting: noise is drawn in fixed chunks per image, so it only changes speed (it is
+recorded under ``info``, with the device and torch version).
 """
 
 from __future__ import annotations
@@ -40,14 +42,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dmae.certify.smooth import DEFAULT_METHOD, DEFAULT_NOISE_CHUNK, build_certifier
+from dmae.certify.methods import DEFAULT_METHOD, build_certifier
+from dmae.certify.smooth import DEFAULT_NOISE_CHUNK, Certificate
 from dmae.io import atomic_path, read_json, write_json
+from dmae.layout import meta_path, partial_path
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("idx", "label", "predict", "radius", "correct", "n0", "n", "nA", "pA_lower")
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "n0", "n", "nA", "pA_lower",
+           "n_used")
 HEADER = "\t".join(COLUMNS) + "\n"
-FORMAT = "dmae-certify-tsv/2"  # 2: no time column
+FORMAT = "dmae-certify-tsv/3"  # 2: no time column; 3: n_used, the method's parameters
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,6 @@ class CertifyStatus:
 # ---------------------------------------------------------------------------------------------
 # Paths and settings
 # ---------------------------------------------------------------------------------------------
-
-
-def partial_path(out_tsv: str | os.PathLike) -> Path:
-    out_tsv = Path(out_tsv)
-    return out_tsv.with_name(out_tsv.name + ".partial")
-
-
-def meta_path(tsv: str | os.PathLike) -> Path:
-    """Sidecar settings file of a TSV (final or ``.partial``)."""
-    tsv = Path(tsv)
-    return tsv.with_name(tsv.name + ".meta.json")
 
 
 def normalize_indices(indices: Iterable[int]) -> list[int]:
@@ -107,7 +101,7 @@ def normalize_shard(shard: tuple[int, int] | None) -> list[int] | None:
 
 def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num_classes: int,
                   noise_chunk: int, indices: Sequence[int], shard: list[int] | None,
-                  config: dict | None, method: str = DEFAULT_METHOD) -> dict[str, Any]:
+                  config: dict | None, method: dict) -> dict[str, Any]:
     """The settings that determine a TSV's contents (JSON-normalized for comparison)."""
     settings = {
         "format": FORMAT,
@@ -121,9 +115,8 @@ def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num
         "indices": {"count": len(indices), "sha256": indices_digest(indices)},
         "shard": shard,
         "config": config or {},
+        "method": method,
     }
-    if method != DEFAULT_METHOD:  # absent means cohen: runs made before methods existed match
-        settings["method"] = method
     try:
         return json.loads(json.dumps(settings))
     except TypeError as err:
@@ -166,11 +159,10 @@ def check_settings(path: Path, settings: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def format_row(idx: int, label: int, prediction: int, radius: float, n0: int, n: int, n_a: int,
-               p_a_lower: float) -> str:
-    correct = int(prediction == label)
-    return (f"{idx}\t{label}\t{prediction}\t{float(radius)!r}\t{correct}\t{n0}\t{n}\t{n_a}\t"
-            f"{float(p_a_lower)!r}\n")
+def format_row(idx: int, label: int, n0: int, n: int, cert: Certificate) -> str:
+    correct = int(cert.prediction == label)
+    return (f"{idx}\t{label}\t{cert.prediction}\t{float(cert.radius)!r}\t{correct}\t{n0}\t"
+            f"{n}\t{cert.n_a}\t{float(cert.p_a_lower)!r}\t{cert.n_used}\n")
 
 
 def _row_index(line: str, where: str) -> int:
@@ -179,7 +171,8 @@ def _row_index(line: str, where: str) -> int:
         raise ValueError(f"{where}: expected {len(COLUMNS)} tab-separated fields, "
                          f"got {len(fields)}")
     try:
-        int(fields[1]), int(fields[2]), float(fields[3]), int(fields[4]), float(fields[8])
+        int(fields[1]), int(fields[2]), float(fields[3]), int(fields[4]), float(fields[8]), \
+            int(fields[9])
         return int(fields[0])
     except ValueError as err:
         raise ValueError(f"{where}: malformed row ({err})") from err
@@ -306,8 +299,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                     device: torch.device | str | None = None,
                     shard: tuple[int, int] | None = None, config: dict | None = None,
                     progress: bool = True, max_images: int | None = None,
-                    noise_chunk: int = DEFAULT_NOISE_CHUNK,
-                    method: str = DEFAULT_METHOD) -> CertifyStatus:
+                    noise_chunk: int = DEFAULT_NOISE_CHUNK, method: str = DEFAULT_METHOD,
+                    method_options: dict | None = None) -> CertifyStatus:
     """CERTIFY every image ``dataset[i]`` for i in ``indices`` (or this job's shard of them).
 
     ``dataset[i]`` returns ``(image in [0,1] as [C,H,W] tensor, label)``. ``indices`` are
@@ -316,14 +309,16 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     depend on sharding, resuming or ``batch_size``. ``config`` (JSON-serializable, e.g. a model
     fingerprint) is stored with the settings. ``max_images`` stops after that many newly
     certified images (leaving a resumable ``.partial``). ``method`` names the certifier
-    (``CERTIFIERS``). The model is moved to ``device`` (default: CUDA when available) and put in
-    eval mode.
+    (``CERTIFIERS``) and ``method_options`` are its settings beyond n0, n and alpha (e.g. the
+    adaptive method's ``radii``). The model is moved to ``device`` (default: CUDA when
+    available) and put in eval mode.
 
     Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
-                                batch_size=batch_size, device=device, noise_chunk=noise_chunk)
+                                batch_size=batch_size, device=device, noise_chunk=noise_chunk,
+                                **(method_options or {}))
     if max_images is not None and max_images < 0:
         raise ValueError(f"max_images must be >= 0, got {max_images}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -337,7 +332,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     seed = int(seed)
     settings = make_settings(sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed,
                              num_classes=num_classes, noise_chunk=noise_chunk,
-                             indices=all_indices, shard=shard_spec, config=config, method=method)
+                             indices=all_indices, shard=shard_spec, config=config,
+                             method=certifier.parameters())
     info = {"batch_size": batch_size, "device": str(device), "torch": torch.__version__}
 
     out_tsv = Path(out_tsv)
@@ -362,9 +358,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                         disable=not progress,
                         mininterval=1.0 if sys.stderr.isatty() else 25.0):
             image, label = dataset[idx]
-            cert = certifier.certify(image, certifier.generator(seed, idx))
-            _sync_write(fh, format_row(idx, int(label), cert.prediction, cert.radius, n0, n,
-                                       cert.n_a, cert.p_a_lower))
+            cert = certifier.certify(image, certifier.generator(seed, idx), label=int(label))
+            _sync_write(fh, format_row(idx, int(label), n0, n, cert))
     if remaining:
         seconds = time.perf_counter() - start
         log.info("certified %d images in %.1f s (%.3f s an image)", len(remaining), seconds,

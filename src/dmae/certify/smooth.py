@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 
-from dmae.config import schema
-
 ABSTAIN = -1
 DEFAULT_NOISE_CHUNK = 32
 _SEED_STRIDE = 1_000_003  # prime; distinct image indices give distinct seeds for a given seed
@@ -44,6 +42,19 @@ def lower_confidence_bound(n_a, n, alpha):
     with np.errstate(invalid="ignore", divide="ignore"):
         bound = beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1)
     bound = np.where(n_a > 0, bound, 0.0)
+    return float(bound) if bound.ndim == 0 else bound
+
+
+def upper_confidence_bound(n_a, n, alpha):
+    """One-sided (1 - alpha) Clopper-Pearson upper bound on a binomial proportion.
+
+    Equals ``beta.ppf(1 - alpha, nA + 1, n - nA)`` and 1 when nA = n. Elementwise on arrays.
+    """
+    n_a = np.asarray(n_a, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(1 - alpha, n_a + 1, np.maximum(n - n_a, 1))
+    bound = np.where(n_a < n, bound, 1.0)
     return float(bound) if bound.ndim == 0 else bound
 
 
@@ -148,12 +159,25 @@ class NoiseStream:
 
 @dataclass(frozen=True)
 class Certificate:
-    """Outcome of CERTIFY for one input: ``prediction`` is ABSTAIN (-1) with radius 0.0."""
+    """Outcome of CERTIFY for one input: ``prediction`` is ABSTAIN (-1) with radius 0.0.
+
+    ``n_a`` of the ``n_used`` estimation samples voted for the selected class; ``p_a_lower``
+    is the bound proven from them.
+    """
 
     prediction: int
     radius: float
     n_a: int
     p_a_lower: float
+    n_used: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outcome of PREDICT for one input: a class or ABSTAIN, from ``n_used`` samples."""
+
+    prediction: int
+    n_used: int
 
 
 def inference_autocast(device: torch.device):
@@ -166,9 +190,9 @@ class Certifier(abc.ABC):
     """Smoothed classifier g around a base classifier f with Gaussian noise of std ``sigma``.
 
     A subclass implements CERTIFY and PREDICT with sampling settings it checks once, when
-    built, and is registered in ``CERTIFIERS``. Noisy copies go through f ``batch_size`` at a
-    time under ``torch.inference_mode`` and ``inference_autocast``; class counts are tallied on
-    the device. The model is put in eval mode.
+    built, and is registered in ``dmae.certify.methods.CERTIFIERS``. Noisy copies go through
+    f ``batch_size`` at a time under ``torch.inference_mode`` and ``inference_autocast``; class
+    counts are tallied on the device. The model is put in eval mode.
     """
 
     def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
@@ -188,12 +212,22 @@ class Certifier(abc.ABC):
         self.noise_chunk = noise_chunk
 
     @abc.abstractmethod
-    def certify(self, x: torch.Tensor, generator: torch.Generator) -> Certificate:
-        """CERTIFY one image [C,H,W]: a class and an L2 radius, or ABSTAIN with radius 0.0."""
+    def certify(self, x: torch.Tensor, generator: torch.Generator,
+                label: int | None = None) -> Certificate:
+        """CERTIFY one image [C,H,W]: a class and an L2 radius, or ABSTAIN with radius 0.0.
+
+        ``label`` (the true class, when known) is only for a method that may stop early on
+        a misclassified image; the certificate itself never depends on it otherwise.
+        """
 
     @abc.abstractmethod
-    def predict(self, x: torch.Tensor, generator: torch.Generator) -> int:
+    def predict(self, x: torch.Tensor, generator: torch.Generator) -> Prediction:
         """PREDICT one image [C,H,W]: a class, or ABSTAIN."""
+
+    @abc.abstractmethod
+    def parameters(self) -> dict:
+        """The method's name and the settings, beyond sigma, n0, n and alpha, that determine
+        its certificates (recorded with every certification it makes)."""
 
     def generator(self, seed: int, idx: int) -> torch.Generator:
         """The per-image generator on this classifier's device."""
@@ -205,7 +239,14 @@ class Certifier(abc.ABC):
 
         The noise is a fresh stream, so every call starts at a chunk boundary of ``generator``.
         """
-        stream = NoiseStream(tuple(x.shape), generator, self.noise_chunk)
+        return self.count_from(self.noise(x, generator), x, num)
+
+    def noise(self, x: torch.Tensor, generator: torch.Generator) -> NoiseStream:
+        """A fresh noise stream for images shaped like x, starting at a chunk boundary."""
+        return NoiseStream(tuple(x.shape), generator, self.noise_chunk)
+
+    def count_from(self, stream: NoiseStream, x: torch.Tensor, num: int) -> torch.Tensor:
+        """Class counts of f over the next ``num`` samples of ``stream`` added to x."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
         with torch.inference_mode(), inference_autocast(self.device):
             remaining = num
@@ -236,7 +277,11 @@ class CohenCertifier(Certifier):
         check_sampling(n0=n0, n=n, alpha=alpha)
         self.n0, self.n, self.alpha = n0, n, alpha
 
-    def certify(self, x: torch.Tensor, generator: torch.Generator) -> Certificate:
+    def parameters(self) -> dict:
+        return {"name": "cohen"}
+
+    def certify(self, x: torch.Tensor, generator: torch.Generator,
+                label: int | None = None) -> Certificate:
         """n0 samples choose the class, n fresh samples lower-bound its probability.
 
         Returns the class and the L2 radius within which g is constant with probability
@@ -249,34 +294,25 @@ class CohenCertifier(Certifier):
         c_hat, n_a = torch.stack([c_hat, counts[c_hat]]).tolist()
         certified, p_a_lower, radius = certify_from_counts(n_a, self.n, self.alpha, self.sigma)
         if not certified:
-            return Certificate(ABSTAIN, 0.0, n_a, p_a_lower)
-        return Certificate(int(c_hat), float(radius), n_a, p_a_lower)
+            return Certificate(ABSTAIN, 0.0, n_a, p_a_lower, self.n)
+        return Certificate(int(c_hat), float(radius), n_a, p_a_lower, self.n)
 
-    def predict(self, x: torch.Tensor, generator: torch.Generator) -> int:
+    def predict(self, x: torch.Tensor, generator: torch.Generator) -> Prediction:
         """The top class of n noisy samples, or ABSTAIN when a two-sided binomial test cannot
         tell it from the runner-up at level alpha."""
         x = self._prepare(x, generator)
         counts = self.sample_counts(x, self.n, generator)
-        top2 = torch.topk(counts, k=min(2, self.num_classes))
-        values, classes = top2.values.tolist(), top2.indices.tolist()
-        n_b = values[1] if len(values) > 1 else 0
-        if predict_pvalue(values[0], n_b) > self.alpha:
-            return ABSTAIN
-        return int(classes[0])
+        top_class, n_top, n_second = top_two(counts)
+        if predict_pvalue(n_top, n_second) > self.alpha:
+            return Prediction(ABSTAIN, self.n)
+        return Prediction(top_class, self.n)
 
 
-CERTIFIERS: dict[str, type[Certifier]] = {"cohen": CohenCertifier}
-# The config schema's default for certify.method, for callers without a config.
-DEFAULT_METHOD = schema()["properties"]["certify"]["properties"]["method"]["default"]
-
-
-def build_certifier(method: str, base_classifier: torch.nn.Module, num_classes: int,
-                    sigma: float, **settings) -> Certifier:
-    """The certifier of ``method`` (config ``certify.method``), its settings checked."""
-    if method not in CERTIFIERS:
-        raise ValueError(f"certify.method: unknown method {method!r}; expected one of "
-                         f"{', '.join(sorted(CERTIFIERS))}")
-    return CERTIFIERS[method](base_classifier, num_classes, sigma, **settings)
+def top_two(counts: torch.Tensor) -> tuple[int, int, int]:
+    """The most frequent class, its count and the runner-up's count (0 for one class)."""
+    top2 = torch.topk(counts, k=min(2, len(counts)))
+    values, classes = top2.values.tolist(), top2.indices.tolist()
+    return int(classes[0]), values[0], values[1] if len(values) > 1 else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,5 +337,9 @@ def check_sampling(*, n0: int, n: int, alpha: float) -> None:
     check_positive_int("n", n)
     if n < n0:
         raise ValueError(f"n must be >= n0, got n={n}, n0={n0}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    check_probability("alpha", alpha)
+
+
+def check_probability(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")

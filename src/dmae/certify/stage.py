@@ -7,10 +7,12 @@ import logging
 from pathlib import Path
 
 from dmae import layout, runtime
-from dmae.certify.run import certify_dataset, merge_shards, meta_path, partial_path
+from dmae.certify.methods import method_settings
+from dmae.certify.run import certify_dataset, merge_shards
 from dmae.checkpoint import load_checkpoint, load_into
 from dmae.data import get_dataset, load_split, read_manifest
 from dmae.io import read_json, sha256_file
+from dmae.layout import meta_path, partial_path
 from dmae.models import build_downstream
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,13 @@ def certify(cfg: dict, checkpoint: Path, sigma: float, out: Path,
     fingerprint = {"checkpoint_sha256": sha256_file(Path(checkpoint).with_suffix(".safetensors")),
                    "dataset": name, "split": c["split"]}
     _drop_stale_partial(out, fingerprint)
+    method, sampling = method_settings(cfg)
+    n0, n, alpha = sampling.pop("n0"), sampling.pop("n"), sampling.pop("alpha")
     status = certify_dataset(
-        model, images, certify_indices(cfg, len(images)), sigma, n0=c["n0"], n=c["n"],
-        alpha=c["alpha"], batch_size=c["batch_size"], seed=c["seed"], out_tsv=out,
+        model, images, certify_indices(cfg, len(images)), sigma, n0=n0, n=n, alpha=alpha,
+        batch_size=c["batch_size"], seed=c["seed"], out_tsv=out,
         num_classes=meta["num_classes"], device=runtime.device(cfg), shard=shard,
-        config=fingerprint, method=c["method"])
+        config=fingerprint, method=method, method_options=sampling)
     log.info("certified %d/%d images -> %s", status.done, status.total, status.tsv)
 
 

@@ -90,11 +90,15 @@ class ArraySplit(_ManifestInfo, Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels = torch.from_numpy(np.array(self.images[index]))  # copy out of the memmap
-        image = pixels.permute(2, 0, 1).contiguous().float().div_(255.0)
+        image = pixels_to_tensor(np.array(self.images[index]))  # copy out of the memmap
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels [H,W,C] as the float tensor [C,H,W] in [0,1] a prepared split yields."""
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 class ImageIndexSplit(_ManifestInfo, Dataset):

@@ -19,6 +19,8 @@ import pandas as pd
 from scipy.stats import beta, norm, t
 
 from dmae.certify.run import read_certification
+from dmae.io import read_json
+from dmae.layout import meta_path
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,22 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
     abstained = int((df["predict"] == -1).sum()) if "predict" in df.columns else 0
     return {"images": len(df), "correct": int((df["correct"] == 1).sum()),
             "abstained": abstained}
+
+
+def forward_passes(df: pd.DataFrame) -> float | None:
+    """Mean forward passes per image: n0 selection plus the n_used estimation samples (n in
+    TSVs written before n_used was recorded); None for a table without sample counts."""
+    _check(df)
+    used = next((df[c] for c in ("n_used", "n") if c in df.columns), None)
+    return None if used is None or "n0" not in df.columns else float((df["n0"] + used).mean())
+
+
+def certification_method(tsv: str | os.PathLike) -> dict:
+    """The method (``name``) and parameters a certification TSV was made with, from its
+    settings sidecar; cohen for files made before the method was recorded."""
+    sidecar = meta_path(tsv)
+    method = read_json(sidecar).get("settings", {}).get("method") if sidecar.is_file() else None
+    return method if isinstance(method, dict) else {"name": method or "cohen"}
 
 
 def best_over_sigma(curves: pd.DataFrame) -> pd.Series:

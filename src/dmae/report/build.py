@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmae import layout
+from dmae.certify.methods import method_settings
 from dmae.config import sigma_key
 from dmae.io import atomic_path, write_json
-from dmae.report.analysis import Run, counts, load, radius_ceiling
+from dmae.report.analysis import Run, counts, forward_passes, load, radius_ceiling
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
 from dmae.report.tables import (
     REFERENCE_RESULTS,
@@ -190,10 +191,11 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     sigma, images certified per run, and the runs still missing."""
     runs = report_runs(cfg) if runs is None else list(runs)
     cert = cfg["certify"]
-    n, n0, alpha = int(cert["n"]), int(cert["n0"]), float(cert["alpha"])
+    method, sampling = method_settings(cfg)
+    alpha = float(sampling["alpha"])
+    n = int(sampling["n"] if method == "cohen" else sampling["n_max"] or sampling["n"])
     radii = [float(r) for r in cfg["report"]["radii"]]
     sigmas = sorted({float(s) for s in cfg["sigmas"]})
-    unit = radius_ceiling(n, alpha, 1.0)
     stride = int(cert["stride"])
     split = {"test": "test", "val": "validation"}[cfg["certify"]["split"]]
     subset = f"one {split} image in {stride:,}" if stride > 1 else f"every {split} image"
@@ -204,35 +206,52 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
         f"- models: {', '.join(cfg['models'])}",
         f"- methods: {', '.join(_method_text(cfg, m) for m in cfg['methods'])}",
         f"- sigmas: {', '.join(_fmt_sigma(s) for s in sigmas)}",
-        f"- certification: n0 = {n0:,}, n = {n:,}, alpha = {alpha:g}; {subset} "
-        f"from index {cert['start']}; base classifier: the "
-        f"{cert['checkpoint']} fine-tuning checkpoint",
+        f"- certification: {_certification_text(method, sampling)}; {subset} from index "
+        f"{cert['start']}; base classifier: the {cert['checkpoint']} fine-tuning checkpoint",
         f"- paper comparison: {_comparison_text(cfg, runs, reference_csv)}",
         "",
         "## Largest certifiable radius",
         "",
-        f"With n = {n:,} samples at alpha = {alpha:g}, pA_lower is at most alpha^(1/n) = "
-        f"{alpha ** (1.0 / n):.6f} (every sample votes for the top class), so no radius above "
-        f"sigma * Phi^-1(alpha^(1/n)) = {unit:.4f} sigma can be certified: certified accuracy "
-        "at a larger radius is 0 by construction, whatever the classifier.",
-        "",
-        "| sigma | radius ceiling | report radii above it |",
-        "|---:|---:|---|",
     ]
+    if method == "cohen":
+        unit = radius_ceiling(n, alpha, 1.0)
+        lines.append(
+            f"With n = {n:,} samples at alpha = {alpha:g}, pA_lower is at most alpha^(1/n) = "
+            f"{alpha ** (1.0 / n):.6f} (every sample votes for the top class), so no radius "
+            f"above sigma * Phi^-1(alpha^(1/n)) = {unit:.4f} sigma can be certified: certified "
+            "accuracy at a larger radius is 0 by construction, whatever the classifier.")
+        ceilings = {sigma: radius_ceiling(n, alpha, sigma) for sigma in sigmas}
+    else:
+        plans = {sigma: adaptive_plan(sigma, sampling) for sigma in sigmas}
+        lines.append(
+            f"The adaptive method proves each bound at level alpha / K, K its number of looks "
+            f"(per sigma below), with at most n_max = {n:,} samples, so pA_lower is at most "
+            f"(alpha / K)^(1/n_max) and no radius above sigma * Phi^-1 of that can be "
+            "certified: certified accuracy at a larger radius is 0 by construction. ACR is not "
+            "comparable between certification methods: the adaptive method stops as soon as "
+            "an image's answer on its radius grid is settled, so its radii are smaller by "
+            "design even where the grid answer is the same.")
+        ceilings = {sigma: radius_ceiling(n, plan.look_alpha, sigma)
+                    for sigma, plan in plans.items()}
+    lines += ["", "| sigma | radius ceiling | report radii above it |", "|---:|---:|---|"]
     for sigma in sigmas:
-        ceiling = radius_ceiling(n, alpha, sigma)
-        above = [f"{r:g}" for r in radii if r > ceiling]
-        lines.append(f"| {_fmt_sigma(sigma)} | {ceiling:.4f} | {', '.join(above) or 'none'} |")
+        above = [f"{r:g}" for r in radii if r > ceilings[sigma]]
+        looks = "" if method == "cohen" else f" (K = {len(plans[sigma].looks)} looks)"
+        lines.append(f"| {_fmt_sigma(sigma)}{looks} | {ceilings[sigma]:.4f} | "
+                     f"{', '.join(above) or 'none'} |")
     lines += ["", "## Certified images per run", "",
-              "| method | sigma | images | correct | abstained | status |",
-              "|---|---:|---:|---:|---:|---|"]
+              "| method | sigma | images | correct | abstained | passes/image | status |",
+              "|---|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         if run.done:
-            c = counts(load(run.tsv))
+            df = load(run.tsv)
+            c, passes = counts(df), forward_passes(df)
             lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | {c['images']:,} | "
-                         f"{c['correct']:,} | {c['abstained']:,} | done |")
+                         f"{c['correct']:,} | {c['abstained']:,} | "
+                         f"{'—' if passes is None else f'{passes:,.0f}'} | done |")
         else:
-            lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | — | — | — | not run |")
+            lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | — | — | — | — | "
+                         "not run |")
     missing = [run for run in runs if not run.done]
     lines += ["", "## Missing runs", ""]
     if not missing:
@@ -261,6 +280,28 @@ def _comparison_text(cfg: dict, runs: Sequence[Run], reference_csv) -> str:
                 "(set report.paper_names)")
     pairs = ", ".join(f"{label} → {paper}" for label, paper in mapped.items())
     return f"{text}; this config's runs compare with the {compared_on} rows: {pairs}"
+
+
+def _certification_text(method: str, sampling: dict) -> str:
+    n0, alpha = sampling["n0"], sampling["alpha"]
+    if method == "cohen":
+        return (f"cohen (Cohen et al.'s CERTIFY, n estimation samples for every image), "
+                f"n0 = {n0:,}, n = {sampling['n']:,}, alpha = {alpha:g}")
+    grid = ", ".join(f"{r:g}" for r in sampling["radii"])
+    n_max = sampling["n_max"] or sampling["n"]
+    mismatch = ("; stops on a misclassified selection" if sampling["stop_on_mismatch"] else "")
+    return (f"adaptive (estimation samples in rounds, each image stopped once its answer at "
+            f"radii {grid} is settled; at most n_max = {n_max:,}{mismatch}), n0 = {n0:,}, "
+            f"alpha = {alpha:g}")
+
+
+def adaptive_plan(sigma: float, sampling: dict):
+    """The adaptive method's sequential plan at ``sigma`` for a config's sampling settings."""
+    from dmae.certify.adaptive import SequentialPlan
+
+    return SequentialPlan(sigma=sigma, alpha=sampling["alpha"],
+                          n_max=sampling["n_max"] or sampling["n"], radii=sampling["radii"],
+                          first_look=sampling["first_look"], growth=sampling["growth"])
 
 
 def _method_text(cfg: dict, method: str) -> str:

@@ -31,9 +31,11 @@ from dmae.report.analysis import (
     as_runs,
     average_certified_radius,
     best_over_sigma,
+    certification_method,
     certified_accuracy,
     certified_accuracy_intervals,
     counts,
+    forward_passes,
     load,
 )
 
@@ -95,7 +97,8 @@ def _methods(runs: Sequence[Run]) -> list[str]:
 
 
 def per_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd.DataFrame:
-    """One row per (method, sigma): image counts, certified accuracy (%) per radius and ACR.
+    """One row per (method, sigma): image counts, the certification method and its forward
+    passes per image (n0 + estimation samples), certified accuracy (%) per radius and ACR.
 
     Runs not done yet keep their row, with missing values.
     """
@@ -107,9 +110,13 @@ def per_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd.
         if run.done:
             df = load(run.tsv)
             row.update(counts(df))
+            passes = forward_passes(df)
+            row.update({"certification": certification_method(run.tsv)["name"],
+                        "passes/image": NOT_REPORTED if passes is None else round(passes)})
             row.update(_accuracy_cells(df, radii))
         else:
-            row.update({"images": pd.NA, "correct": pd.NA, "abstained": pd.NA})
+            row.update({"images": pd.NA, "correct": pd.NA, "abstained": pd.NA,
+                        "certification": pd.NA, "passes/image": pd.NA})
             row.update(_missing_cells(_value_columns(radii)))
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -366,7 +373,7 @@ def _same_sigma(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-TEXT_COLUMNS = ("dataset", "method", "sigmas", "run")  # left-aligned
+TEXT_COLUMNS = ("dataset", "method", "sigmas", "run", "certification")  # left-aligned
 
 
 def default_bold_columns(table: pd.DataFrame) -> list[str]:

@@ -1,0 +1,217 @@
+"""Adaptive CERTIFY: estimation samples drawn in rounds, each image stopped as soon as its
+answer on a radius grid is settled.
+
+A table cell only asks whether an image is certified at radius r, for a handful of radii, and
+most images settle that after a few hundred samples (Horváth et al., ICLR 2022, and Chen et
+al.'s input-specific sampling, 2021, study such adaptive sample sizes). ``SequentialPlan`` is
+the sequential test, ``AdaptiveCertifier`` runs it on a base classifier.
+
+Why the certificate keeps its level alpha (the sequential test): the plan fixes, before any
+sample is drawn, K look sizes m_1 < ... < m_K = n_max and gives each look the one-sided
+Clopper-Pearson bound (Clopper & Pearson, 1934) at level alpha / K. By the union bound all K
+bounds hold at once with probability at least 1 - alpha, so the bound reported at whichever
+look the data made the plan stop at holds too, whatever the stopping rule looked at; CERTIFY's
+argument (Cohen et al., 2019) turns it into the radius, exactly as for a fixed n.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from dmae.certify.smooth import (
+    ABSTAIN,
+    Certificate,
+    Certifier,
+    Prediction,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    check_sampling,
+    lower_confidence_bound,
+    predict_pvalue,
+    radius_from_bound,
+    top_two,
+    upper_confidence_bound,
+)
+
+DEFAULT_FIRST_LOOK = 100
+DEFAULT_GROWTH = 2.0
+
+
+def check_radii(radii: Sequence[float]) -> list[float]:
+    """The radius grid as floats; ValueError naming ``certify.radii`` unless it is a
+    non-empty, strictly increasing list of finite radii >= 0."""
+    grid = list(radii) if isinstance(radii, list | tuple | np.ndarray) else None
+    if not grid:
+        raise ValueError(f"certify.radii must be a non-empty list of radii, got {radii!r}")
+    if any(isinstance(r, bool) or not isinstance(r, int | float | np.floating)
+           or not math.isfinite(r) or r < 0 for r in grid):
+        raise ValueError(f"certify.radii must hold finite numbers >= 0, got {radii!r}")
+    if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+        raise ValueError(f"certify.radii must be sorted in increasing order without repeats, "
+                         f"got {radii!r}")
+    return [float(r) for r in grid]
+
+
+class SequentialPlan:
+    """When to stop drawing estimation samples, and the bound on pA reported then.
+
+    The looks are ``first_look * growth**k`` (rounded up) below ``n_max``, then ``n_max``, plus
+    for every grid radius the least sample size at which unanimous votes prove it: a confident
+    image stops at the first look that can certify the largest radius it could reach.
+
+    After each look, with nA votes out of m samples, the bounds L <= pA <= U at level
+    ``look_alpha`` place pA on the grid of thresholds Phi(r / sigma) (0.5 for "certified at
+    all"). The plan stops when the grid answer is settled: every threshold that is still within
+    reach is proven (L reaches it), where a threshold is within reach if n_max samples voting
+    in proportion U would prove it. So it stops on certification (the largest reachable radius
+    is proven), on futility (U shows the next radius is out of reach, or pA < 1/2), or at
+    n_max. Thresholds that even n_max unanimous votes cannot prove are left out.
+    """
+
+    def __init__(self, *, sigma: float, alpha: float, n_max: int, radii: Sequence[float],
+                 first_look: int = DEFAULT_FIRST_LOOK, growth: float = DEFAULT_GROWTH):
+        check_positive_float("sigma", sigma)
+        check_probability("certify.alpha", alpha)
+        check_positive_int("certify.n_max", n_max)
+        check_positive_int("certify.first_look", first_look)
+        if isinstance(growth, bool) or not isinstance(growth, int | float) \
+                or not math.isfinite(growth) or growth <= 1:
+            raise ValueError(f"certify.growth must be a number > 1, got {growth!r}")
+        self.sigma, self.alpha, self.n_max = float(sigma), float(alpha), int(n_max)
+        self.radii = check_radii(radii)
+        self.first_look, self.growth = int(first_look), float(growth)
+        grid = sorted({0.5, *(float(norm.cdf(r / self.sigma)) for r in self.radii)})
+
+        geometric, m = [], self.first_look
+        while m < self.n_max:
+            geometric.append(m)
+            m = max(m + 1, math.ceil(m * self.growth))
+        geometric.append(self.n_max)
+        # Each aligned size is computed at a level no larger than the plan's final one, so that
+        # unanimous votes there prove its radius: first at the level of one look per size,
+        # then once more at the level of the looks that gives, if that adds no look.
+        self.looks = self._with_aligned(geometric, grid, len(geometric) + len(grid))
+        refined = self._with_aligned(geometric, grid, len(self.looks))
+        if len(refined) <= len(self.looks):
+            self.looks = refined
+        self.look_alpha = self.level_per_look()
+        ceiling = self.look_alpha ** (1.0 / self.n_max)  # the bound of n_max unanimous votes
+        self.thresholds = np.array([t for t in grid if t <= ceiling])
+        self._stop = [self._settled(m) for m in self.looks]
+
+    def _with_aligned(self, geometric: list[int], grid: list[float], looks: int
+                      ) -> tuple[int, ...]:
+        """The geometric looks plus, for each threshold t, the least m with
+        (alpha / looks) ** (1 / m) >= t, between the first look and n_max."""
+        level = self.alpha / looks
+        aligned = {math.ceil(math.log(level) / math.log(t)) for t in grid if t < 1.0}
+        return tuple(sorted({*geometric,
+                             *(m for m in aligned if self.first_look <= m < self.n_max)}))
+
+    def level_per_look(self) -> float:
+        """alpha split evenly over the looks: the union bound that makes every look's bound
+        hold at once."""
+        return self.alpha / len(self.looks)
+
+    def _settled(self, m: int) -> np.ndarray:
+        """For every count 0..m at a look of m samples: whether the grid answer is settled."""
+        if m == self.n_max:
+            return np.ones(m + 1, dtype=bool)
+        votes = np.arange(m + 1)
+        lower = lower_confidence_bound(votes, m, self.look_alpha)
+        upper = upper_confidence_bound(votes, m, self.look_alpha)
+        best_case = lower_confidence_bound(np.floor(upper * self.n_max + 1e-9).astype(np.int64),
+                                           self.n_max, self.look_alpha)
+        proven = np.searchsorted(self.thresholds, lower, side="right")
+        reachable = np.searchsorted(self.thresholds, best_case, side="right")
+        return proven >= reachable
+
+    def run(self, draw: Callable[[int], int]) -> tuple[int, int]:
+        """Draw ``draw(k)`` (votes for the selected class among k new samples) look by look
+        until the answer is settled; return (votes, samples drawn)."""
+        votes = drawn = 0
+        for m, settled in zip(self.looks, self._stop, strict=True):
+            votes += int(draw(m - drawn))
+            drawn = m
+            if settled[votes]:
+                break
+        return votes, drawn
+
+    def bound(self, votes: int, drawn: int) -> float:
+        """The lower confidence bound on pA that the plan proves after stopping."""
+        return lower_confidence_bound(votes, drawn, self.look_alpha)
+
+    def parameters(self) -> dict:
+        return {"n_max": self.n_max, "radii": self.radii, "first_look": self.first_look,
+                "growth": self.growth, "looks": list(self.looks)}
+
+
+class AdaptiveCertifier(Certifier):
+    """CERTIFY with Cohen et al.'s ``n0`` selection samples, then estimation samples drawn by a
+    ``SequentialPlan`` (at most ``n_max``, default ``n``) until the answer on ``radii`` is
+    settled. The estimation samples are the first ones of CERTIFY's own stream, so an image
+    that runs to n_max = n gets exactly CERTIFY's counts (with the bound at level alpha / K).
+
+    ``stop_on_mismatch``: stop right after selection when the selected class is not the
+    label, as the authors' certification code does; for certified-accuracy runs only (such an
+    image can never count as certified), and recorded as ABSTAIN with no estimation samples.
+
+    PREDICT draws up to n_max samples at the same looks and answers at the first look where
+    the two-sided binomial test separates the top two classes at level alpha / K (the union
+    bound again keeps the chance of a wrong answer below alpha); ABSTAIN if none does.
+    """
+
+    def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
+                 n0: int, n: int, alpha: float, radii: Sequence[float], n_max: int | None = None,
+                 first_look: int = DEFAULT_FIRST_LOOK, growth: float = DEFAULT_GROWTH,
+                 stop_on_mismatch: bool = False, **kwargs):
+        super().__init__(base_classifier, num_classes, sigma, **kwargs)
+        check_sampling(n0=n0, n=n, alpha=alpha)
+        n_max = n if n_max is None else n_max
+        check_positive_int("certify.n_max", n_max)
+        if n_max < n0:
+            raise ValueError(f"certify.n_max must be >= certify.n0, got n_max={n_max}, n0={n0}")
+        if not isinstance(stop_on_mismatch, bool):
+            raise ValueError(f"certify.stop_on_mismatch must be true or false, "
+                             f"got {stop_on_mismatch!r}")
+        self.n0, self.n, self.alpha = n0, n, alpha
+        self.stop_on_mismatch = stop_on_mismatch
+        self.plan = SequentialPlan(sigma=sigma, alpha=alpha, n_max=n_max, radii=radii,
+                                   first_look=first_look, growth=growth)
+
+    def parameters(self) -> dict:
+        return {"name": "adaptive", **self.plan.parameters(),
+                "stop_on_mismatch": self.stop_on_mismatch}
+
+    def certify(self, x: torch.Tensor, generator: torch.Generator,
+                label: int | None = None) -> Certificate:
+        x = self._prepare(x, generator)
+        c_hat = int(self.sample_counts(x, self.n0, generator).argmax())
+        if self.stop_on_mismatch and label is not None and c_hat != int(label):
+            return Certificate(ABSTAIN, 0.0, 0, 0.0, 0)
+        stream = self.noise(x, generator)
+        votes, drawn = self.plan.run(lambda k: self.count_from(stream, x, k)[c_hat].item())
+        p_a_lower = self.plan.bound(votes, drawn)
+        if p_a_lower < 0.5:
+            return Certificate(ABSTAIN, 0.0, votes, p_a_lower, drawn)
+        return Certificate(c_hat, float(radius_from_bound(p_a_lower, self.sigma)), votes,
+                           p_a_lower, drawn)
+
+    def predict(self, x: torch.Tensor, generator: torch.Generator) -> Prediction:
+        x = self._prepare(x, generator)
+        stream = self.noise(x, generator)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        drawn = 0
+        for m in self.plan.looks:
+            counts += self.count_from(stream, x, m - drawn)
+            drawn = m
+            top_class, n_top, n_second = top_two(counts)
+            if predict_pvalue(n_top, n_second) <= self.plan.look_alpha:
+                return Prediction(top_class, drawn)
+        return Prediction(ABSTAIN, drawn)

@@ -1,0 +1,33 @@
+"""The certification methods a config can choose with ``certify.method``."""
+
+from __future__ import annotations
+
+import torch
+
+from dmae.certify.adaptive import AdaptiveCertifier
+from dmae.certify.smooth import Certifier, CohenCertifier
+from dmae.config import schema
+
+CERTIFIERS: dict[str, type[Certifier]] = {"cohen": CohenCertifier, "adaptive": AdaptiveCertifier}
+# The config schema's default for certify.method, for callers without a config.
+DEFAULT_METHOD = schema()["properties"]["certify"]["properties"]["method"]["default"]
+# The settings of certify (beyond n0, n, alpha) each method takes.
+METHOD_KEYS = {"cohen": (), "adaptive": ("n_max", "radii", "first_look", "growth",
+                                         "stop_on_mismatch")}
+
+
+def build_certifier(method: str, base_classifier: torch.nn.Module, num_classes: int,
+                    sigma: float, **settings) -> Certifier:
+    """The certifier of ``method`` (config ``certify.method``), its settings checked."""
+    if method not in CERTIFIERS:
+        raise ValueError(f"certify.method: unknown method {method!r}; expected one of "
+                         f"{', '.join(sorted(CERTIFIERS))}")
+    return CERTIFIERS[method](base_classifier, num_classes, sigma, **settings)
+
+
+def method_settings(cfg: dict) -> tuple[str, dict]:
+    """A (validated) config's certification method and the sampling settings it takes:
+    n0, n, alpha and the method's own keys of ``certify``."""
+    c = cfg["certify"]
+    keys = ("n0", "n", "alpha", *METHOD_KEYS[c["method"]])
+    return c["method"], {key: c[key] for key in keys}
