@@ -20,6 +20,7 @@ from dmae.certify import (
     image_generator,
     image_seed,
     lower_confidence_bound,
+    upper_confidence_bound,
 )
 
 
@@ -50,6 +51,18 @@ def test_lower_bound_is_the_exact_clopper_pearson_quantile():
     assert lower_confidence_bound(0, n, alpha) == 0.0
     assert np.array_equal(lower_confidence_bound(np.array([0, 3]), 10, 0.1),
                           [0.0, lower_confidence_bound(3, 10, 0.1)])
+
+
+def test_upper_bound_is_the_exact_clopper_pearson_quantile():
+    n, alpha = 50, 0.05
+    for n_a in range(n):
+        p = upper_confidence_bound(n_a, n, alpha)
+        # the p at which observing n_a or fewer successes has probability alpha
+        assert binom.cdf(n_a, n, p) == pytest.approx(alpha, rel=1e-6)
+        assert p > lower_confidence_bound(n_a, n, alpha)
+    assert upper_confidence_bound(n, n, alpha) == 1.0
+    assert np.array_equal(upper_confidence_bound(np.array([3, 10]), 10, 0.1),
+                          [upper_confidence_bound(3, 10, 0.1), 1.0])
 
 
 def test_abstains_below_one_half():

@@ -19,6 +19,15 @@ def test_shipped_configs_validate(path):
     assert cfg["sigmas"], "every config fine-tunes at least one sigma"
 
 
+def test_the_adaptive_cifar10_config_differs_from_cifar10_only_in_its_method(repo):
+    """They share a name, so every fine-tuning setting must agree: otherwise running one would
+    retrain the other's classifiers."""
+    cohen = yaml.safe_load((repo / "config" / "cifar10.yaml").read_text())
+    adaptive = yaml.safe_load((repo / "config" / "cifar10-adaptive.yaml").read_text())
+    assert adaptive["certify"].pop("method") == "adaptive"
+    assert adaptive == cohen
+
+
 @pytest.fixture
 def smoke(repo):
     return cfglib.load(repo / "config" / "smoke.yaml")
