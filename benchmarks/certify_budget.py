@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import pandas as pd
 from dmae import config as cfglib
 from dmae import layout, runtime
 from dmae.config import sigma_key
+from dmae.io import sha256_file
 
 # The paper's sampling settings and table radii (Tables 1 and 3 of the DMAE paper).
 SETTINGS = {
@@ -53,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default="config/default.yaml")
     parser.add_argument("--model", default=None, help="model of the config (default: first)")
     parser.add_argument("--method", default="dmae", help="fine-tuning method of the config")
+    parser.add_argument("--checkpoints", default=None,
+                        help="folder holding sigma_<s>/<checkpoint>.safetensors (default: the "
+                             "config's fine-tuning folder of --model and --method)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--images", type=int, default=100,
                         help="test images per sigma: the first of the config's certify indices")
@@ -94,9 +99,23 @@ def certify_one(job: dict) -> tuple[str, float]:
                     alpha=s["alpha"], batch_size=cfg["certify"]["batch_size"],
                     seed=cfg["certify"]["seed"], out_tsv=job["tsv"],
                     num_classes=meta["num_classes"], device="cpu", progress=False,
-                    config={"checkpoint": job["checkpoint"]}, method=job["method"],
+                    config={"checkpoint_sha256": job["sha256"]}, method=job["method"],
                     method_options=options)
     return job["tsv"], time.perf_counter() - start
+
+
+def snapshot(checkpoint: Path, folder: Path) -> tuple[Path, str]:
+    """A copy of the checkpoint (weights and metadata) that every job certifies, so that a
+    workflow rewriting the original meanwhile cannot mix two models into one benchmark, and
+    its sha256 (recorded with each TSV: a resume with other weights is refused)."""
+    copy = folder / checkpoint.name
+    if not copy.is_file():
+        if not checkpoint.is_file():
+            raise SystemExit(f"{checkpoint}: no fine-tuned classifier; run the workflow first")
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in (checkpoint, checkpoint.with_suffix(".json")):
+            shutil.copyfile(source, folder / source.name)
+    return copy, sha256_file(copy)
 
 
 def cells(df: pd.DataFrame, radii: list[float]) -> dict[str, float]:
@@ -117,18 +136,21 @@ def main() -> None:
     indices = certify_indices(cfg, split_size)[: args.images]
     variants = methods(args.stop_on_mismatch)
     jobs = []
+    checkpoints = {}
+    for sigma in cfg["sigmas"]:
+        folder = (Path(args.checkpoints) / f"sigma_{sigma_key(sigma)}" if args.checkpoints
+                  else layout.finetune_dir(cfg, model, args.method, sigma))
+        checkpoints[sigma] = snapshot(folder / f"{cfg['certify']['checkpoint']}.safetensors",
+                                      Path(args.out) / "checkpoints" / f"sigma_{sigma_key(sigma)}")
     for setting in args.settings:
         for sigma in cfg["sigmas"]:
-            checkpoint = (layout.finetune_dir(cfg, model, args.method, sigma)
-                          / f"{cfg['certify']['checkpoint']}.safetensors")
-            if not checkpoint.is_file():
-                raise SystemExit(f"{checkpoint}: no fine-tuned classifier; run the workflow "
-                                 f"for {args.config} first")
+            checkpoint, sha256 = checkpoints[sigma]
             for name, (method, options) in variants.items():
                 tsv = Path(args.out) / setting / name / f"sigma_{sigma_key(sigma)}.tsv"
                 jobs.append({"cfg": cfg, "setting": setting, "sigma": float(sigma),
                              "method": method, "options": options, "indices": indices,
-                             "checkpoint": str(checkpoint), "tsv": str(tsv), "name": name})
+                             "checkpoint": str(checkpoint), "sha256": sha256, "tsv": str(tsv),
+                             "name": name})
     # the longest first, so that the workers finish together
     jobs.sort(key=lambda j: -SETTINGS[j["setting"]]["n"] * (j["method"] == "cohen"))
     print(f"{len(jobs)} certifications of {len(indices)} images each, {args.jobs} workers; "
