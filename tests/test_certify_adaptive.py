@@ -32,8 +32,8 @@ SIM_N0 = 20
 class EveryLookAtFullAlpha(SequentialPlan):
     """A deliberately invalid plan: every look's bound at level alpha, no union bound."""
 
-    def level_per_look(self) -> float:
-        return self.alpha
+    def split_alpha(self, looks: int) -> tuple[float, ...]:
+        return (self.alpha,) * looks
 
 
 def false_certificate_rate(plan: SequentialPlan, trials_per_p: int, seed: int) -> tuple:
@@ -73,13 +73,16 @@ def test_the_looks_are_fixed_before_sampling_and_end_at_n_max():
                           radii=[0.25, 0.5, 0.75, 1.0, 3.0])  # Phi(12) is 1.0 in floats
     looks = plan.looks
     assert looks[0] == 100 and looks[-1] == 100_000 and list(looks) == sorted(set(looks))
-    assert plan.look_alpha == pytest.approx(0.001 / len(looks))
+    # the union bound: the levels sum to alpha, half of it at the last look
+    assert sum(plan.levels) == pytest.approx(0.001) and plan.levels[-1] == 0.001 / 2
+    assert len(set(plan.levels[:-1])) == 1
     # radius 1.0 at sigma 0.25 needs pA >= Phi(4): beyond 100,000 samples, so left out (3.0 too)
     assert plan.thresholds.tolist() == pytest.approx(norm.cdf([0, 1, 2, 3]).tolist())
     # for each reachable radius a look close to the least sample size that can prove it
+    early = plan.levels[0]
     for t in plan.thresholds:
-        least = math.ceil(math.log(plan.look_alpha) / math.log(t))
-        first = next(m for m in looks if plan.look_alpha ** (1 / m) >= t)
+        least = math.ceil(math.log(early) / math.log(t))
+        first = next(m for m in looks if early ** (1 / m) >= t)
         assert first <= max(1.02 * least, looks[0])
 
 
@@ -88,7 +91,7 @@ def test_a_confident_image_stops_at_the_first_look_that_proves_its_largest_radiu
     smooth = AdaptiveCertifier(Constant(), num_classes=3, sigma=sigma, n0=100, n=10_000,
                                alpha=0.001, radii=radii, batch_size=512)
     cert = smooth.certify(pixel(0.3), smooth.generator(0, 0))
-    level = smooth.plan.look_alpha
+    level = smooth.plan.levels[0]  # an early look's
     needed = math.ceil(math.log(level) / math.log(norm.cdf(1.0 / sigma)))
     assert cert.prediction == 2 and cert.n_used == cert.n_a
     assert needed <= cert.n_used < 2 * needed and cert.n_used < 10_000

@@ -224,14 +224,15 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     else:
         plans = {sigma: adaptive_plan(sigma, sampling) for sigma in sigmas}
         lines.append(
-            f"The adaptive method proves each bound at level alpha / K, K its number of looks "
-            f"(per sigma below), with at most n_max = {n:,} samples, so pA_lower is at most "
-            f"(alpha / K)^(1/n_max) and no radius above sigma * Phi^-1 of that can be "
+            f"The adaptive method splits alpha over its K looks (per sigma below; half of it "
+            f"at the last one, n_max = {n:,} samples, when there are several), so pA_lower is "
+            f"at most a^(1/n_max), a the last look's level, and no radius above sigma * Phi^-1 "
+            "of that can be "
             "certified: certified accuracy at a larger radius is 0 by construction. ACR is not "
             "comparable between certification methods: the adaptive method stops as soon as "
             "an image's answer on its radius grid is settled, so its radii are smaller by "
             "design even where the grid answer is the same.")
-        ceilings = {sigma: radius_ceiling(n, plan.look_alpha, sigma)
+        ceilings = {sigma: radius_ceiling(n, plan.levels[-1], sigma)
                     for sigma, plan in plans.items()}
     lines += ["", "| sigma | radius ceiling | report radii above it |", "|---:|---:|---|"]
     for sigma in sigmas:
