@@ -25,6 +25,7 @@ def test_the_adaptive_cifar10_config_differs_from_cifar10_only_in_its_method(rep
     cohen = yaml.safe_load((repo / "config" / "cifar10.yaml").read_text())
     adaptive = yaml.safe_load((repo / "config" / "cifar10-adaptive.yaml").read_text())
     assert adaptive["certify"].pop("method") == "adaptive"
+    assert adaptive["certify"].pop("stop_on_mismatch") is True
     assert adaptive == cohen
 
 
