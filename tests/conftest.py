@@ -32,3 +32,7 @@ def planned_jobs(proc) -> dict[str, int]:
         return {}
     table = text.split("Job stats:", 1)[1].split("total", 1)[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+# After the paths above, which it imports: one smoke run of the workflow per session.
+from workflow_runs import smoke_run  # noqa: E402,F401

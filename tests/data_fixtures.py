@@ -139,20 +139,69 @@ def write_cifar10_fixture(
 def write_imagenet_fixture(
     root: Path,
     wnids: Sequence[str],
-    train_per_class: int = 3,
-    val_per_class: int = 2,
-    size: int = 8,
+    train_per_class: int | Sequence[int] = 3,
+    val_per_class: int | Sequence[int] = 2,
+    size: int | tuple[int, int] = 8,
     extension: str = ".JPEG",
+    *,
+    ilsvrc_names: bool = False,
+    class_colours: bool = False,
+    odd_modes: bool = False,
 ) -> Path:
     """Write tiny JPEGs in class-folder layout under ``root`` (folders created in the given
-    order); return ``root``."""
+    order); return ``root``.
+
+    ``train_per_class`` / ``val_per_class``: one count for every class, or one per wnid.
+    ``size``: side, or (width, height). Files are named ``<wnid>_<i>`` unless
+    ``ilsvrc_names``: then as in the real ILSVRC2012 folders, train ``<wnid>_<number>.JPEG``
+    with scattered numbers and val ``ILSVRC2012_val_<8 digits>.JPEG`` numbered 1..N over the
+    whole split in a shuffled class order, each in its class folder (as the usual valprep.sh
+    leaves them). ``class_colours``: every image of the class with sorted label ``k`` is
+    :func:`imagenet_class_colour` (k) plus a little noise, so a test can check the decoded
+    pixels. ``odd_modes``: as in the real ImageNet, a few files are not RGB JPEGs: the first
+    train file of the second wnid is greyscale, the first val file of the third is CMYK and
+    the first train file of the fourth a PNG named .JPEG (needs at least four wnids).
+    """
     root = Path(root)
     rng = np.random.default_rng(0)
+    width, height = (size, size) if isinstance(size, int) else size
+    labels = {wnid: k for k, wnid in enumerate(sorted(wnids))}
+    odd = {}
+    if odd_modes:
+        odd = {("train", wnids[1], 0): ("L", "JPEG"), ("val", wnids[2], 0): ("CMYK", "JPEG"),
+               ("train", wnids[3], 0): ("RGB", "PNG")}
+    val_numbers = iter(range(1, 10**8))
     for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for wnid in wnids:
+        counts = [count] * len(wnids) if isinstance(count, int) else list(count)
+        if len(counts) != len(wnids):
+            raise ValueError(f"{split}: {len(counts)} counts for {len(wnids)} wnids")
+        order = rng.permutation(len(wnids)) if ilsvrc_names and split == "val" else range(
+            len(wnids))
+        for w in order:
+            wnid = wnids[w]
             folder = root / split / wnid
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}{extension}", format="JPEG")
+            if ilsvrc_names and split == "train":
+                numbers = np.sort(rng.choice(20_000, size=counts[w], replace=False)) + 1
+            for i in range(counts[w]):
+                if not ilsvrc_names:
+                    name = f"{wnid}_{i}{extension}"
+                elif split == "train":
+                    name = f"{wnid}_{numbers[i]}{extension}"
+                else:
+                    name = f"ILSVRC2012_val_{next(val_numbers):08d}{extension}"
+                if class_colours:
+                    noise = rng.integers(-8, 9, size=(height, width, 3))
+                    pixels = np.clip(imagenet_class_colour(labels[wnid]) + noise, 0, 255)
+                else:
+                    pixels = rng.integers(0, 256, size=(height, width, 3))
+                image = Image.fromarray(pixels.astype(np.uint8))
+                mode, fmt = odd.get((split, wnid, i), ("RGB", "JPEG"))
+                image.convert(mode).save(folder / name, format=fmt)
     return root
+
+
+def imagenet_class_colour(label: int) -> np.ndarray:
+    """The RGB colour of class ``label`` in ``write_imagenet_fixture(class_colours=True)``:
+    three clearly different channels, so a channel swap or a greyscale decode shows."""
+    return np.array([40 + (label * 37) % 60, 110 + (label * 53) % 40, 190 + (label * 11) % 50])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
 import torch
-from data_fixtures import write_imagenet_fixture
+from data_fixtures import imagenet_class_colour, write_imagenet_fixture
+from PIL import Image
 
 from dmae.data import DataError, get_dataset, load_split, prepare_dataset
 
@@ -95,3 +97,38 @@ def test_missing_split_folder_and_empty_class(tmp_path, imagenet_root):
         image.unlink()
     with pytest.raises(DataError, match=r"train/n01000000: no images"):
         _prepare(tmp_path, imagenet_root)
+
+
+def test_ilsvrc_file_names_and_odd_files_index_and_decode(tmp_path):
+    """ILSVRC2012's naming (train <wnid>_<number>.JPEG; val ILSVRC2012_val_<8 digits>.JPEG
+    sorted into class folders) and its odd files: a greyscale JPEG, a CMYK JPEG and a PNG
+    named .JPEG are indexed and decode to RGB tensors of the colours they were written with."""
+    wnids = ["n01484850", "n01491361", "n01440764", "n01443537"]  # sorted: 2, 3, 0, 1
+    root = write_imagenet_fixture(tmp_path / "ILSVRC2012", wnids, [2, 3, 2, 2], [1, 2, 1, 1],
+                                  size=(44, 36), ilsvrc_names=True, class_colours=True,
+                                  odd_modes=True)
+    out = _prepare(tmp_path, root, expected_classes=4)
+    test = _rows(out / "test.csv")
+    assert [int(r["label"]) for r in test] == [0, 1, 2, 3, 3]  # n01491361 has two
+    names = [r["path"].split("/")[2] for r in test]
+    assert all(re.fullmatch(r"ILSVRC2012_val_\d{8}\.JPEG", n) for n in names)
+    assert sorted(int(n[15:23]) for n in names) == [1, 2, 3, 4, 5]
+    train = _rows(out / "train.csv") + _rows(out / "val.csv")
+    assert len(train) == 9 and all(
+        re.fullmatch(r"train/(n\d{8})/\1_\d+\.JPEG", r["path"]) for r in train)
+
+    imagenet = get_dataset("imagenet")
+    with Image.open(root / test[0]["path"]) as first:  # n01440764's first val file
+        assert (first.format, first.mode) == ("JPEG", "CMYK")
+    for split in ("test", "train", "val"):
+        data = load_split(out, split, imagenet.transform(False, 32))
+        for i, path in enumerate(data.paths):
+            image, label = data[i]
+            assert image.shape == (3, 32, 32)
+            with Image.open(root / path) as raw:
+                kind = (raw.format, raw.mode)
+            if kind == ("JPEG", "L"):  # the greyscale file: three equal channels
+                assert torch.equal(image[0], image[1]) and torch.equal(image[0], image[2])
+                continue
+            colour = torch.tensor(imagenet_class_colour(label) / 255.0, dtype=torch.float32)
+            assert torch.allclose(image.mean(dim=(1, 2)), colour, atol=0.02), path

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
+from workflow_runs import run_outputs, smoke_cfg, snakemake, write_config
 
 from dmae import config as cfglib
 from dmae import layout, pipeline
@@ -24,36 +24,6 @@ from dmae.data import load_split
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                                   reason="Debian's dataset-fashion-mnist is not installed")
-
-
-def snakemake(workdir, configfile, *args, check=True):
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(configfile), *args]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def smoke_cfg() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The whole smoke chain, run once: (workdir, config path, config dict)."""
-    if not DEBIAN_FMNIST.is_dir():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    workdir = tmp_path_factory.mktemp("smoke")
-    path = write_config(workdir / "smoke.yaml", smoke_cfg())
-    snakemake(workdir, path, "--cores", "2")
-    return workdir, path, cfglib.load(path)
 
 
 def test_dry_run_lists_the_whole_chain(tmp_path):
@@ -287,16 +257,6 @@ def test_every_job_asks_for_its_resource_group(tmp_path):
         seen.add(rule[1])
     assert seen == set(pipeline.RULES)
     assert pipeline.resources(cfg, "prepare_data") == cfg["resources"]["prepare"]
-
-
-def run_outputs(workdir: Path, cfg: dict) -> dict[str, bytes]:
-    """Every file a run leaves under results/<name> that is a result (no logs, timings,
-    resume state or Snakemake's own records)."""
-    root = workdir / layout.results_dir(cfg)
-    skip = ("logs", "benchmarks")
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parts[len(root.parts)] not in skip
-            and p.name not in ("resume.pt", "timing.csv", "run.json", "config.yaml")}
 
 
 @needs_fmnist
