@@ -57,7 +57,7 @@ def test_import_checkpoint_lands_where_the_workflow_looks(tmp_path):
     assert "missing keys: decoder_pred.bias" in proc.stdout
     assert "unexpected keys: decoder_extra.weight" in proc.stdout
 
-    imported, meta = load_checkpoint(layout.pretrain_dir(cfg, "micro", "dmae") / "last")
+    imported, meta = load_checkpoint(layout.imported_stem(cfg, "micro", "dmae"))
     assert torch.equal(imported["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
     assert meta["missing_keys"] == ["decoder_pred.bias"]
 

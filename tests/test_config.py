@@ -46,6 +46,10 @@ def smoke(repo):
         (lambda c: c["dataset"].pop("val_size"), "val_size"),
         (lambda c: c["methods"]["dmae"].update(pretraining="nope"), "methods.dmae.pretraining"),
         (lambda c: c.update(finetune_per_sigma={"0.3": {"epochs": 2}}), "finetune_per_sigma.0.3"),
+        (lambda c: c["resources"]["finetune"].update(processes=0), "resources.finetune.processes"),
+        (lambda c: c["resources"]["certify"].update(processes=2), "resources.certify.processes"),
+        (lambda c: c["resources"]["pretrain"].update(gpus=4, processes=2),
+         "resources.pretrain.processes"),
     ],
 )
 def test_bad_key_is_named(smoke, mutate, named):
@@ -183,7 +187,7 @@ def test_the_schema_fills_every_default_once(repo):
     assert filled["certify"]["shards"] == 1 and filled["certify"]["checkpoint"] == "best"
     assert filled["certify"]["method"] == "cohen" and filled["certify"]["split"] == "test"
     assert filled["resources"]["prepare"] == {"gpus": 0, "threads": 1, "mem_mb": 4000,
-                                              "runtime": 60}
+                                              "runtime": 60, "processes": None}
     assert filled["resources"]["certify"]["threads"] == 2
     assert filled["methods"]["rs"]["linprobe"] is False
     assert filled["pretrainings"]["dmae"]["train"] is True
@@ -196,7 +200,7 @@ def test_a_stated_value_wins_over_the_default(smoke):
     cfg["certify"]["shards"] = 3
     cfg = cfglib.validate(cfg)
     assert cfg["resources"]["certify"] == {"gpus": 1, "threads": 2, "mem_mb": 4000,
-                                           "runtime": 120}
+                                           "runtime": 120, "processes": None}
     assert cfg["certify"]["shards"] == 3
 
 

@@ -157,7 +157,8 @@ def _final_state(out_dir):
     return load_file(out_dir / "last.safetensors")
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("outputs_deleted", [False, True])
+def test_resume_is_bit_identical(tmp_path, outputs_deleted):
     # noise, consistency, mixup/cutmix (numpy RNG) and dropout (torch RNG) all in play
     hp = hparams(sigma=0.5, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
                  consistency={"enabled": True, "eta": 0.1})
@@ -170,6 +171,9 @@ def test_resume_is_bit_identical(tmp_path):
     first = train(fresh_classifier(drop_rate=0.1), train_set, val_set, hp, killed,
                   stop_after_epoch=2, progress=False)
     assert first["epoch"] == 2 and load_resume(killed / "resume.pt")["epoch"] == 2
+    if outputs_deleted:  # as Snakemake does with a failed job's outputs before it reruns it
+        for name in ("last.safetensors", "last.json", "metrics.csv"):
+            (killed / name).unlink()
     # a fresh process would build a differently initialised model; resume must overwrite it
     resumed = train(fresh_classifier(seed=5, drop_rate=0.1), train_set, val_set, hp, killed,
                     progress=False)

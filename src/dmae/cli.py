@@ -49,6 +49,9 @@ def cmd_import_checkpoint(args: argparse.Namespace, cfg: dict) -> None:
     for key in ("missing_keys", "unexpected_keys"):
         print(f"{key.replace('_', ' ')}: {', '.join(report[key]) or 'none'}")
     print(f"wrote {out.with_suffix('.safetensors')} ({report['num_tensors']} tensors)")
+    if args.out is None:
+        print("the workflow fine-tunes from it (and skips pretraining) while it exists; delete "
+              "it to pretrain instead")
 
 
 def cmd_pretrain(args: argparse.Namespace, cfg: dict) -> None:
@@ -274,13 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert the authors' published DMAE .pth into this project's checkpoint format",
         description="Reads a bare MAE-layout state dict (torch.load with weights_only=True), "
         "checks it against the config's model, reports missing and unexpected keys, and writes "
-        "safetensors + JSON where the workflow expects the pretrained checkpoint, so "
-        "fine-tuning starts from it instead of pretraining.",
+        "safetensors + JSON as <results>/<name>/pretrain/<model>/<pretraining>/imported.*. "
+        "While that file exists the workflow starts from it (fine-tuning, reconstructions, "
+        "and another config's pretraining whose init is this run's last.safetensors, e.g. "
+        "CIFAR-10 from ImageNet) and never plans this pretraining; delete it to pretrain.",
     )
     p.add_argument("source", type=Path, help="e.g. dmae_base_sigma_0.25_mask_0.75_1100e.pth")
     p.add_argument("--model", required=True, help="a key of the config's models (e.g. vit_b)")
     p.add_argument("--pretraining", default="dmae", help="pretraining recipe name (dmae)")
-    p.add_argument("--out", type=Path, help="checkpoint stem (default: the workflow's path)")
+    p.add_argument("--out", type=Path, help="checkpoint stem (default: the imported path the "
+                   "workflow uses; elsewhere, the workflow does not see it)")
     p.add_argument("--strict", action="store_true", help="fail on missing/unexpected keys")
     p.set_defaults(func=cmd_import_checkpoint)
     return parser

@@ -111,6 +111,17 @@ def _check_references(cfg: dict, source: str) -> None:
                 f"{source}: methods.{method}.pretraining: '{pre}' is not one of the "
                 f"pretrainings ({', '.join(sorted(cfg['pretrainings'])) or 'none defined'})"
             )
+    for group, asked in cfg["resources"].items():
+        processes = asked["processes"]
+        if processes is None:
+            continue
+        if processes > 1 and group not in ("pretrain", "finetune"):
+            raise ConfigError(f"{source}: resources.{group}.processes: only pretrain and "
+                              f"finetune jobs run several processes, got {processes}")
+        if asked["gpus"] and processes != asked["gpus"]:
+            raise ConfigError(f"{source}: resources.{group}.processes must equal its gpus "
+                              f"({asked['gpus']}: one process per GPU) or be null, got "
+                              f"{processes}")
     for sigma in cfg["finetune_per_sigma"]:
         if float(sigma) not in [float(s) for s in cfg["sigmas"]]:
             raise ConfigError(

@@ -1,6 +1,7 @@
 """Where every artifact of a run lives, in one place for the workflow and the CLI.
 
     <results>/<name>/pretrain/<model>/<pretraining>/{last,best}.{safetensors,json}
+        (+ imported.{safetensors,json}: published weights, used instead of last when present)
     <results>/<name>/finetune/<model>/<method>/sigma_<s>/{best,last}.{safetensors,json}
     <results>/<name>/certify/<model>/<method>/sigma_<s>.tsv   (shards in sigma_<s>/; certified
         by another certify.method than cohen: certify-<that method>/...)
@@ -33,6 +34,44 @@ def prepared_dir(cfg: dict) -> Path:
 
 def pretrain_dir(cfg: dict, model: str, pretraining: str) -> Path:
     return results_dir(cfg) / "pretrain" / model / pretraining
+
+
+# The pretrain rule writes PRETRAINED; `dmae import-checkpoint` writes IMPORTED beside it. No
+# rule produces IMPORTED, so Snakemake never plans a job over it, whatever the file times (an
+# import at the rule's own output path was pretrained over again as soon as an input such as
+# the data manifest looked newer); the workflow starts from it whenever it exists.
+PRETRAINED = "last"
+IMPORTED = "imported"
+
+
+def pretrain_checkpoint(cfg: dict, model: str, pretraining: str) -> Path:
+    """The weights the pretrain rule writes for (model, pretraining)."""
+    return pretrain_dir(cfg, model, pretraining) / f"{PRETRAINED}.safetensors"
+
+
+def imported_stem(cfg: dict, model: str, pretraining: str) -> Path:
+    """Where `dmae import-checkpoint` writes published weights for (model, pretraining)."""
+    return pretrain_dir(cfg, model, pretraining) / IMPORTED
+
+
+def pretrained_weights(checkpoint: str | os.PathLike) -> Path:
+    """The weights to start from for a pretrain rule's ``checkpoint`` (``.../last.safetensors``,
+    of this run or, as a recipe's ``init``, of another): the imported file beside it when it
+    exists, else ``checkpoint`` itself (any other path too)."""
+    checkpoint = Path(checkpoint)
+    imported = checkpoint.with_name(f"{IMPORTED}.safetensors")
+    if checkpoint.name == f"{PRETRAINED}.safetensors" and imported.is_file():
+        return imported
+    return checkpoint
+
+
+def pretrain_origin(checkpoint: str | os.PathLike) -> tuple[str, str, str] | None:
+    """(run name, model, pretraining) of a path laid out as a pretrain rule's checkpoint,
+    ``<results>/<name>/pretrain/<model>/<pretraining>/last.safetensors``; else None."""
+    parts = Path(checkpoint).parts
+    if len(parts) >= 5 and parts[-4] == "pretrain" and parts[-1] == f"{PRETRAINED}.safetensors":
+        return parts[-5], parts[-3], parts[-2]
+    return None
 
 
 def finetune_dir(cfg: dict, model: str, method: str, sigma: float | str) -> Path:

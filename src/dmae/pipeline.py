@@ -89,5 +89,11 @@ def settings(cfg: dict, rule: str, **job: str) -> dict[str, object]:
 
 
 def resources(cfg: dict, rule: str) -> dict[str, int]:
-    """What a job of ``rule`` asks for: threads, mem_mb, runtime (minutes), gpus."""
+    """What a job of ``rule`` asks for: threads, mem_mb, runtime (minutes), gpus, processes."""
     return cfg["resources"][RULES[rule].resources]
+
+
+def processes(cfg: dict, rule: str) -> int:
+    """How many processes a job of ``rule`` runs: resources' processes, else one per GPU."""
+    asked = resources(cfg, rule)
+    return asked["processes"] or max(1, asked["gpus"])

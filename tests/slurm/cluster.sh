@@ -113,12 +113,16 @@ port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start() {
   local name tool
-  for tool in munged slurmctld slurmd sinfo squeue; do
+  for tool in munged slurmctld slurmd sinfo squeue unshare; do
     if ! command -v "$tool" >/dev/null; then
       echo "cluster.sh: $tool not found (apt-get install slurm-wlm munge)" >&2
       exit 3
     fi
   done
+  if [ ! -d /etc/slurm ]; then
+    echo "cluster.sh: /etc/slurm missing (it comes with slurm-wlm; the daemons mount $dir there)" >&2
+    exit 3
+  fi
   if [ "$(id -u)" != 0 ]; then
     echo "cluster.sh: needs root (slurmctld and slurmd run as root, SlurmUser=root)" >&2
     exit 1
@@ -217,8 +221,13 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   printf 'export SLURM_CONF=%q\n' "$conf" >"$dir/env"
 
-  slurmctld -f "$conf"
-  slurmd -f "$conf"
+  # The daemons run in a private mount namespace where /etc/slurm is this folder (the host's
+  # /etc/slurm is untouched): their jobs then find this cluster's slurm.conf at the default
+  # path, which the executor plugin's jobstep needs, since it drops SLURM_CONF before its
+  # nested srun. A real cluster keeps its slurm.conf there, or runs configless.
+  unshare --mount --propagation private \
+    sh -c 'mount --bind "$1" /etc/slurm && slurmctld -f "$2" && slurmd -f "$2"' \
+    cluster.sh "$dir" "$conf"
 
   local timeout=${SLURM_TEST_START_TIMEOUT:-60} t0=$SECONDS state=
   while [ $((SECONDS - t0)) -lt "$timeout" ]; do

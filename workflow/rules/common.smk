@@ -88,10 +88,11 @@ def resources_of(rule):
 
 
 def launcher(rule):
-    """`dmae`, or torchrun with one process per GPU when a job gets more than one."""
-    gpus = pipeline.resources(config, rule)["gpus"]
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m dmae.cli"
+    """`dmae`, or one torchrun (DDP) for a job of several processes: started once per job,
+    in the job's allocation, never once per SLURM task."""
+    processes = pipeline.processes(config, rule)
+    if processes > 1:
+        return f"torchrun --standalone --nproc_per_node={processes} -m dmae.cli"
     return "dmae"
 
 
@@ -99,18 +100,58 @@ def pretraining_of(method):
     return config["methods"][method]["pretraining"]
 
 
+def pretrained_weights(model, pretraining):
+    """The pretrained checkpoint of (model, pretraining): the pretrain rule's, or the one
+    `dmae import-checkpoint` wrote beside it, which no rule makes and so replaces pretraining
+    while it exists (dmae.layout.pretrained_weights)."""
+    return str(layout.pretrained_weights(layout.pretrain_checkpoint(config, model, pretraining)))
+
+
 def pretrained_input(wildcards):
     """The pretrained checkpoint a fine-tuning starts from (none for RS)."""
     pre = pretraining_of(wildcards.method)
     if pre is None:
         return []
-    return [str(layout.pretrain_dir(config, wildcards.model, pre) / "last.safetensors")]
+    return [pretrained_weights(wildcards.model, pre)]
 
 
 def pretrain_init(wildcards):
-    """The checkpoint a pretraining recipe starts from (e.g. ImageNet DMAE for CIFAR-10)."""
+    """The checkpoint a pretraining recipe starts from (e.g. ImageNet DMAE for CIFAR-10), or
+    the checkpoint imported beside it. One of another run's that is not there stops the run
+    here, saying how to make it: no rule of this config can."""
     init = config["pretrainings"][wildcards.pretraining]["init"]
-    return [init] if init else []
+    if not init:
+        return []
+    weights = layout.pretrained_weights(init)
+    made_here = Path(os.path.abspath(init)).is_relative_to(os.path.abspath(RESULTS))
+    if not made_here and not weights.is_file():
+        from snakemake.exceptions import WorkflowError
+
+        raise WorkflowError(missing_init_help(wildcards.pretraining, init))
+    return [str(weights)]
+
+
+CONFIG_DIR = Path(workflow.current_basedir).parents[1] / "config"  # the repository's configs
+
+
+def missing_init_help(pretraining, init):
+    """How to make the missing checkpoint of another run that ``pretraining`` starts from."""
+    origin = layout.pretrain_origin(init)
+    if origin is None:
+        return (f"pretrainings.{pretraining}.init: {init}: no such checkpoint (expected "
+                "safetensors + JSON, e.g. written by `dmae import-checkpoint --out`)")
+    name, model, pre = origin
+    config_file = f"config/{name}.yaml"
+    if not (CONFIG_DIR / f"{name}.yaml").is_file():
+        config_file = f"<the config with name: {name}>"
+    option = "" if pre == "dmae" else f" --pretraining {pre}"  # the CLI's default
+    return (
+        f"pretrainings.{pretraining}.init: neither {init} nor {layout.IMPORTED}.safetensors "
+        f"beside it exists. This run starts from the {model} that run {name} pretrains; make "
+        f"it first, either way:\n"
+        f"  pretrain it:  snakemake {init} --cores all --configfile {config_file}\n"
+        f"  import the authors' published checkpoint:  dmae import-checkpoint <file.pth> "
+        f"--config {config_file} --model {model}{option}")
 
 
 def pretrained_arg(wildcards, input):

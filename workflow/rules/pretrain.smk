@@ -32,7 +32,7 @@ rule pretrain:
 
 rule reconstructions:
     input:
-        weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
+        weights=lambda w: pretrained_weights(w.model, w.pretraining),
         manifest=PREPARED_MANIFEST,
         code=code("reconstructions"),
     output:

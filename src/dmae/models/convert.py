@@ -107,11 +107,12 @@ def _build(cfg: dict[str, Any]) -> torch.nn.Module:
 def import_pretrained(cfg: dict, source: str | os.PathLike, model: str, pretraining: str,
                       out: str | os.PathLike | None = None, *, strict: bool = False
                       ) -> tuple[dict[str, Any], Path]:
-    """Import a published pretrained checkpoint where the workflow looks for the config's
-    ``model`` pretrained with ``pretraining`` (or at ``out``); return the report and stem."""
+    """Import a published pretrained checkpoint for the config's ``model`` pretrained with
+    ``pretraining`` (at ``out``, default :func:`dmae.layout.imported_stem`, which the workflow
+    uses instead of pretraining); return the report and stem."""
     from dmae import layout
     from dmae.config import pretrain_settings
 
     model_cfg = pretrain_settings(cfg, model, pretraining)[0]
-    out = Path(out or layout.pretrain_dir(cfg, model, pretraining) / "last")
+    out = Path(out or layout.imported_stem(cfg, model, pretraining))
     return import_checkpoint(source, out, model_cfg, strict=strict), out

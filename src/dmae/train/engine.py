@@ -45,10 +45,12 @@ from dmae.train.state import (
     TIMING_COLUMNS,
     capture_rng,
     load_resume,
+    read_metrics,
     restore_rng,
     save_resume,
     seed_everything,
     truncate_metrics,
+    write_metrics,
     write_metrics_row,
 )
 
@@ -308,7 +310,13 @@ class _Run:
         self.wall_before = state["wall_time_s"]
         self.last_saved = self.epoch
         if self.ctx.is_main:
-            truncate_metrics(self.out_dir / "metrics.csv", self.epoch)
+            # metrics.csv as of the resumed epoch: Snakemake deletes a failed or incomplete
+            # job's outputs, this file among them, before it runs the job again.
+            rows = state.get("metrics_rows")  # absent from resume.pt files of older versions
+            if rows is None:
+                truncate_metrics(self.out_dir / "metrics.csv", self.epoch)
+            else:
+                write_metrics(self.out_dir / "metrics.csv", rows)
             truncate_metrics(self.out_dir / "timing.csv", self.epoch, TIMING_COLUMNS)
             log.info("resumed %s at epoch %d, step %d", self.out_dir, self.epoch, self.step)
 
@@ -404,7 +412,9 @@ class _Run:
         if save:
             save_checkpoint(self.out_dir / "last", state,
                             self._checkpoint_meta("last", self.final))
-            save_resume(self.resume_path, {**self._resume_state(), "rng": rngs})
+            save_resume(self.resume_path, {**self._resume_state(), "rng": rngs,
+                                           "metrics_rows": read_metrics(self.out_dir /
+                                                                        "metrics.csv")})
 
     def _checkpoint_meta(self, kind: str, metrics: dict) -> dict:
         return {

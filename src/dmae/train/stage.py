@@ -32,12 +32,13 @@ def pretrain(cfg: dict, model_name: str, pretraining: str, out: Path | None = No
     model = build_pretrain_model(model_cfg)
     meta = {"model": model_name, "pretraining": pretraining, "model_cfg": model_cfg}
     if recipe["init"]:
-        state, _ = load_checkpoint(recipe["init"])
-        load_into(model, state, source=recipe["init"])
-        meta["init"] = {"path": recipe["init"], "sha256": _weights_sha256(recipe["init"])}
+        init = str(layout.pretrained_weights(recipe["init"]))  # or the import beside it
+        state, _ = load_checkpoint(init)
+        load_into(model, state, source=init)
+        meta["init"] = {"path": init, "sha256": _weights_sha256(init)}
     if not recipe["train"]:
         save_checkpoint(out / "last", model.state_dict(), {**meta, "epoch": 0})
-        log.info("%s used as it is (no continued pretraining) -> %s", recipe["init"], out)
+        log.info("%s used as it is (no continued pretraining) -> %s", meta["init"]["path"], out)
         return out
     _train(cfg, model, model_cfg, hp, out, meta)
     return out

@@ -110,6 +110,12 @@ def write_metrics_row(path: Path, row: dict[str, Any],
     _write_rows(path, [*kept, row], columns)
 
 
+def write_metrics(path: Path, rows: list[dict[str, Any]],
+                  columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
+    """Write ``rows`` as the whole of ``path``."""
+    _write_rows(path, rows, columns)
+
+
 def truncate_metrics(path: Path, last_epoch: int,
                      columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
     """Drop rows after ``last_epoch`` (written by an epoch that never reached resume.pt)."""
