@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from conftest import BIN, REPO, planned_jobs
+from workflow_runs import snakemake, write_config
 
 from dmae import config as cfglib
 from dmae import layout
@@ -51,17 +52,6 @@ def downstream_cfg() -> dict:
     return cfg
 
 
-def snakemake(workdir, configfile, *targets_and_options, check=True):
-    # Targets first: --configfile takes every value up to the next option.
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           *targets_and_options, "--configfile", str(configfile)]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def dry_run(workdir, configfile, *targets):
     return snakemake(workdir, configfile, *targets, "-n")
 
@@ -71,11 +61,6 @@ def job_inputs(proc, rule: str) -> list[list[str]]:
     blocks = re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout)
     return [re.search(r"^    input: (.*)$", b, re.M)[1].split(", ") for b in blocks
             if re.match(rf"(?:local)?rule {rule}:\n", b)]
-
-
-def write(path, cfg: dict):
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def import_authors_file(workdir, configfile) -> str:
@@ -111,8 +96,8 @@ def workdir(tmp_path):
     manifest = tmp_path / layout.prepared_dir(cfglib.validate(upstream_cfg())) / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}\n")
-    write(tmp_path / "imagenet.yaml", upstream_cfg())
-    write(tmp_path / "cifar10.yaml", downstream_cfg())
+    write_config(tmp_path / "imagenet.yaml", upstream_cfg())
+    write_config(tmp_path / "cifar10.yaml", downstream_cfg())
     return tmp_path
 
 

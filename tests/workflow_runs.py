@@ -16,8 +16,9 @@ from dmae import layout
 
 
 def snakemake(workdir, configfile, *args, check=True):
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(configfile), *args]
+    # Targets and options first: --configfile takes every value up to the next option.
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args,
+           "--configfile", str(configfile)]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
