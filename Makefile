@@ -54,7 +54,7 @@ check: venv
 	git archive HEAD "$$results/tables" | tar -x -C "$$ref" && \
 	$(BIN)/dmae compare "$$ref/$$results" "$$results" && \
 	if [ "$(CONFIG)" = config/default.yaml ]; then \
-		$(BIN)/dvc status && $(BIN)/dvc status --quiet && \
+		$(BIN)/dvc status dvc.yaml && $(BIN)/dvc status --quiet dvc.yaml && \
 		echo "check: every output has the hash dvc.lock records"; fi
 
 lint: venv
@@ -64,17 +64,22 @@ lint: venv
 clean-venv:
 	rm -rf $(VENV)
 
-# DVC remote (docs/dvc.md). STAGES names dvc.yaml stages (e.g. STAGES=pretrain-vit_s-dmae);
-# empty means all of them.
+# DVC remote (docs/dvc.md). CONFIG picks the pipeline (dvc.yaml for the default,
+# dvc/<name>/dvc.yaml for the other committed ones); STAGES names some of its stages (e.g.
+# STAGES=pretrain-vit_s-dmae), empty means all of them.
 STAGES ?=
 .PHONY: pull push
+# The pipeline's dvc.yaml, or its STAGES as <dvc.yaml>:<stage> (shell, inside a recipe)
+DVC_TARGETS = file=$$($(BIN)/python -m dmae.dvcstages --config $(CONFIG) --path) && \
+	targets=$$(if [ -z "$(STAGES)" ]; then echo "$$file"; \
+		else for s in $(STAGES); do echo "$$file:$$s"; done; fi)
 
 ## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, then
 ## mark what DVC reports up to date as done for Snakemake (it would rerun it otherwise)
 pull: venv
-	$(BIN)/dvc pull --with-deps $(STAGES)
-	$(BIN)/python -m dmae.dvcstages --touch
+	@$(DVC_TARGETS) && set -x && $(BIN)/dvc pull --with-deps $$targets && \
+	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --touch
 
-## make push: upload the data and checkpoints recorded in dvc.lock to the DVC remote
+## make push: upload the data and checkpoints recorded in the pipeline's dvc.lock to the remote
 push: venv
-	$(BIN)/dvc push --with-deps $(STAGES)
+	@$(DVC_TARGETS) && set -x && $(BIN)/dvc push --with-deps $$targets

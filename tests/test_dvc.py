@@ -40,10 +40,31 @@ def written(configfile: str) -> dict:
     return yaml.safe_load((REPO / configfile).read_text())
 
 
-def test_committed_dvc_yaml_is_the_generated_one():
-    expected = dvcstages.render(cfglib.load(REPO / DEFAULT), DEFAULT, written(DEFAULT))
-    assert (REPO / "dvc.yaml").read_text() == expected, (
-        "dvc.yaml is stale: run `python -m dmae.dvcstages --config config/default.yaml`")
+@pytest.mark.parametrize("configfile", dvcstages.PIPELINES)
+def test_committed_dvc_yaml_is_the_generated_one(configfile):
+    expected = dvcstages.render(cfglib.load(REPO / configfile), configfile, written(configfile))
+    committed = REPO / dvcstages.dvc_file(configfile)
+    assert committed.is_file() and committed.read_text() == expected, (
+        f"{committed.relative_to(REPO)} is stale: run `python -m dmae.dvcstages --all`")
+
+
+def test_every_committed_pipeline_is_one_dvc_graph():
+    """DVC reads every dvc.yaml of the repository as one graph: no output may have two owners
+    (which fails every dvc command), and CIFAR-10's continued pretraining depends on the
+    ImageNet stage that writes its starting checkpoint."""
+    assert dvcstages.dvc_file(DEFAULT) == "dvc.yaml"
+    assert [dvcstages.dvc_file(c) for c in dvcstages.PIPELINES[1:]] == [
+        "dvc/cifar10/dvc.yaml", "dvc/imagenet/dvc.yaml"]
+    stage_list = run([BIN / "dvc", "stage", "list", "--all", "--name-only"], cwd=REPO).stdout
+    names = set(stage_list.split())
+    assert "prepare" in names and "dvc/cifar10/dvc.yaml:prepare" in names
+    assert "dvc/imagenet/dvc.yaml:pretrain-vit_b-dmae" in names
+    dag = run([BIN / "dvc", "dag", "--md", "dvc/cifar10/dvc.yaml:pretrain-vit_b-in1k"],
+              cwd=REPO).stdout
+    assert "dvc/imagenet/dvc.yaml:pretrain-vit_b-dmae" in dag
+    # A stage of a dvc.yaml in dvc/<name>/ runs from the repository, as the top-level ones.
+    stages = yaml.safe_load((REPO / "dvc/cifar10/dvc.yaml").read_text())["stages"]
+    assert {s["wdir"] for s in stages.values()} == {"../.."}
 
 
 def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monkeypatch,
@@ -56,6 +77,11 @@ def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monk
     assert dvcstages.main(["--config", DEFAULT, "--output", str(out)]) == 0
     assert dvcstages.main(["--config", DEFAULT, "--output", str(out), "--check"]) == 0
     assert out.read_text() == (REPO / "dvc.yaml").read_text()
+    capsys.readouterr()
+    assert dvcstages.main(["--all", "--check"]) == 0
+    assert capsys.readouterr().out.count("is up to date") == len(dvcstages.PIPELINES)
+    assert dvcstages.main(["--config", "config/imagenet.yaml", "--path"]) == 0
+    assert capsys.readouterr().out == "dvc/imagenet/dvc.yaml\n"
 
 
 # The library module each rule's `dmae` command runs (dmae.cli imports it when called).
@@ -202,6 +228,8 @@ def test_up_to_date_stages_need_up_to_date_upstream_stages():
 
 NAME = "dvctest"
 CONFIG = f"config/{NAME}.yaml"
+DVC_FILE = f"dvc/{NAME}/dvc.yaml"  # a pipeline of its own, beside the committed ones
+LOCK = f"dvc/{NAME}/dvc.lock"
 # What .gitignore needs so that git keeps the small results (dvc.yaml: cache: false) while
 # every other file under results/<name>/ stays ignored (DVC-cached or logs).
 SMALL_RESULTS_IN_GIT = ("/results/*/*", "!/results/*/tables/", "!/results/*/figures/")
@@ -240,7 +268,7 @@ def tool_env(home: Path, checkout: Path) -> dict:
 
 def out_files(checkout: Path, stage_names=None) -> dict[str, str]:
     """sha256 of every file the stages declare (folders expanded) that exists."""
-    stages = yaml.safe_load((checkout / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((checkout / DVC_FILE).read_text())["stages"]
     hashes = {}
     for name, stage in stages.items():
         if stage_names is not None and name not in stage_names:
@@ -256,8 +284,8 @@ def out_files(checkout: Path, stage_names=None) -> dict[str, str]:
 
 def make_pull(checkout: Path, env: dict, stages: str = "") -> subprocess.CompletedProcess:
     # The Makefile's own recipe, with this venv (-o venv: no install step).
-    return run(["make", "-o", "venv", "pull", f"VENV={BIN.parent}", f"STAGES={stages}"],
-               cwd=checkout, env=env)
+    return run(["make", "-o", "venv", "pull", f"VENV={BIN.parent}", f"CONFIG={CONFIG}",
+                f"STAGES={stages}"], cwd=checkout, env=env)
 
 
 def dry_run(checkout: Path, env: dict) -> subprocess.CompletedProcess:
@@ -266,8 +294,9 @@ def dry_run(checkout: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
-    """A copy of the repository that ran the tiny pipeline with `dvc repro`, committed its
-    dvc.lock and small results, and pushed to the default remote (under a temporary HOME)."""
+    """A copy of the repository that ran the tiny pipeline (its own dvc/<name>/dvc.yaml) with
+    `dvc repro`, committed its dvc.lock and small results, and pushed to the default remote
+    (under a temporary HOME)."""
     if not DEBIAN_FMNIST.is_dir():
         pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FMNIST}): "
                     "no data to run the pipeline on")
@@ -275,9 +304,15 @@ def pushed(tmp_path_factory):
     home, origin = root / "home", root / "origin"
     home.mkdir()
     copy_checkout(origin)
+    # The tiny config shares data/prepared/fashion-mnist with the default's pipeline, and DVC
+    # allows one owner per output: this repository's only pipeline is the tiny one.
+    for committed in ("dvc.yaml", "dvc.lock", "dvc"):
+        path = origin / committed
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     env = tool_env(home, origin)
     (origin / CONFIG).write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     run([BIN / "python", "-m", "dmae.dvcstages", "--config", CONFIG], cwd=origin, env=env)
+    assert (origin / DVC_FILE).is_file()
     run(["git", "init", "-q"], cwd=origin, env=env)
     probe = f"results/{NAME}/tables/x.csv"
     if run(["git", "check-ignore", "-q", probe], cwd=origin, env=env, check=False).returncode == 0:
@@ -290,19 +325,20 @@ def pushed(tmp_path_factory):
     run(["git", "add", "-A"], cwd=origin, env=env)
     run(["git", "commit", "-qm", "code"], cwd=origin, env=env)
 
-    run([BIN / "dvc", "repro"], cwd=origin, env=env)
+    run([BIN / "dvc", "repro", DVC_FILE], cwd=origin, env=env)
 
     # git sees only dvc.lock and the small results: DVC-cached outputs, logs, .snakemake/ and
     # DVC's own files stay out (and DVC wrote no .gitignore of its own).
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=origin,
                  env=env).stdout.splitlines()
     new = {line[3:] for line in status}
-    assert "dvc.lock" in new
-    assert all(p == "dvc.lock" or p.startswith((f"results/{NAME}/tables/",
+    assert LOCK in new
+    assert all(p == LOCK or p.startswith((f"results/{NAME}/tables/",
                                                 f"results/{NAME}/figures/")) for p in new), new
     run(["git", "add", "-A"], cwd=origin, env=env)
     run(["git", "commit", "-qm", "results"], cwd=origin, env=env)
-    run(["make", "-o", "venv", "push", f"VENV={BIN.parent}"], cwd=origin, env=env)
+    run(["make", "-o", "venv", "push", f"VENV={BIN.parent}", f"CONFIG={CONFIG}"], cwd=origin,
+        env=env)
     assert any((home / ".cache" / "dmae-dvc-remote").rglob("*")), "nothing in the remote"
     assert planned_jobs(dry_run(origin, env)) == {}
     return root, home, origin
@@ -316,14 +352,14 @@ def test_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
     env = tool_env(home, clone)
 
     # `dvc pull` alone: files come back with new times, older git files look stale.
-    run([BIN / "dvc", "pull"], cwd=clone, env=env)
+    run([BIN / "dvc", "pull", DVC_FILE], cwd=clone, env=env)
     assert planned_jobs(dry_run(clone, env)) != {}, "expected stale-looking outputs"
 
     proc = make_pull(clone, env)
     assert "up to date (6 of 6)" in proc.stdout
     assert planned_jobs(dry_run(clone, env)) == {}
     assert out_files(clone) == out_files(origin)
-    assert "up to date" in run([BIN / "dvc", "status"], cwd=clone, env=env).stdout
+    assert "up to date" in run([BIN / "dvc", "status", DVC_FILE], cwd=clone, env=env).stdout
 
     # The touch recorded Snakemake's metadata: a changed setting reruns its jobs.
     cfg = yaml.safe_load((clone / CONFIG).read_text())
@@ -331,7 +367,8 @@ def test_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
     (clone / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(dry_run(clone, env))
     assert jobs.get("pretrain") == 1 and "prepare_data" not in jobs, jobs
-    assert "pretrain-micro-dmae" in run([BIN / "dvc", "status"], cwd=clone, env=env).stdout
+    assert "pretrain-micro-dmae" in run([BIN / "dvc", "status", DVC_FILE], cwd=clone,
+                                        env=env).stdout
 
 
 @pytest.mark.slow

@@ -1,11 +1,15 @@
 """dvc.yaml, generated from a workflow config, and the step that follows a ``dvc pull``.
 
     python -m dmae.dvcstages --config config/default.yaml           # (re)write dvc.yaml
-    python -m dmae.dvcstages --config config/default.yaml --check   # fail if dvc.yaml is stale
-    python -m dmae.dvcstages --touch        # after `dvc pull`: pulled outputs are up to date
+    python -m dmae.dvcstages --all --check          # fail if any committed dvc.yaml is stale
+    python -m dmae.dvcstages --config config/cifar10.yaml --touch   # after `dvc pull`
 
-dvc.yaml is never edited by hand: its stages come from the same ``dmae.layout`` paths the
-Snakemake rules use, one stage per unit of work that DVC can store and fetch on its own:
+Each config of ``PIPELINES`` has its own dvc.yaml (``dvc_file``): the default's at the top of
+the repository, the others' in ``dvc/<config name>/`` with ``wdir`` set back to the
+repository, so that every command and path reads the same in all of them and DVC sees one
+graph (CIFAR-10's continued pretraining depends on ImageNet's stage). A dvc.yaml is never
+edited by hand: its stages come from the same ``dmae.layout`` paths the Snakemake rules use,
+one stage per unit of work that DVC can store and fetch on its own:
 
     prepare                                  data/prepared/<dataset>/           (prepare_data)
     pretrain-<model>-<pretraining>           pretrain/.../last.{safetensors,json} (pretrain)
@@ -57,7 +61,10 @@ from dmae.config import load, sigma_key
 from dmae.layout import meta_path
 
 DEFAULT_CONFIG = "config/default.yaml"
-DEFAULT_OUTPUT = "dvc.yaml"
+# The configs whose pipelines are committed. Others may share outputs with one of these (the
+# smoke run shares the prepared Fashion-MNIST, cifar10-adaptive the CIFAR-10 checkpoints), which
+# DVC forbids across dvc.yaml files; generate theirs with --output into a scratch checkout.
+PIPELINES = (DEFAULT_CONFIG, "config/cifar10.yaml", "config/imagenet.yaml")
 SRC = PurePosixPath("src/dmae")  # the library, relative to the repository root
 
 HEADER = """\
@@ -66,9 +73,26 @@ HEADER = """\
 # Do not edit: regenerate after changing the config's runs, dmae.layout or the workflow rules
 # (tests/test_dvc.py fails while this file differs from the generated one).
 # One stage per workflow unit (data, pretraining, fine-tuning, certification, report), each
-# running the matching Snakemake target. Fetch outputs with `make pull` (docs/dvc.md), not a
-# bare `dvc pull`, so that Snakemake sees the pulled files as up to date.
+# running the matching Snakemake target. Fetch outputs with `make pull{pull_config}`
+# (docs/dvc.md), not a bare `dvc pull`, so that Snakemake sees the pulled files as up to date.
 """
+
+
+def dvc_file(configfile: str) -> str:
+    """Where the pipeline of ``configfile`` (repository-relative) lives."""
+    if configfile == DEFAULT_CONFIG:
+        return "dvc.yaml"
+    return f"dvc/{PurePosixPath(configfile).stem}/dvc.yaml"
+
+
+def _wdir(dvc_yaml: str) -> str | None:
+    """The repository seen from the folder of ``dvc_yaml`` (None: it is the repository); an
+    absolute path outside the working directory (a scratch file) counts as top-level."""
+    path = Path(dvc_yaml)
+    if path.is_absolute():
+        path = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path.name
+    depth = len(PurePosixPath(path).parent.parts)
+    return "/".join([".."] * depth) or None
 
 WORKFLOW = ("Snakefile", "workflow/Snakefile", "workflow/rules/common.smk")
 
@@ -118,9 +142,11 @@ def _sigma_name(sigma: str) -> str:
     return "sigma_" + sigma_key(sigma).replace(".", "_")  # DVC stage names take no "."
 
 
-def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None) -> dict:
+def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None,
+               wdir: str | None = None) -> dict:
     """The ``stages`` of dvc.yaml for ``cfg``, loaded from ``configfile`` (repo-relative);
-    ``written`` is that file's own content (default: read from it)."""
+    ``written`` is that file's own content (default: read from it); ``wdir``: the repository,
+    relative to the dvc.yaml's folder, when that is not the repository itself."""
     if written is None:
         written = yaml.safe_load(Path(configfile).read_text())
     stages: dict[str, dict] = {}
@@ -130,6 +156,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
 
     def stage(rules: list[str], targets: list[Path | str], inputs=(), **job) -> dict:
         return {"cmd": _cmd(configfile, [_p(t) for t in targets], rules),
+                **({"wdir": wdir} if wdir else {}),
                 "deps": _deps(rules, *inputs),
                 "params": _params(cfg, configfile, written, rules, **job)}
 
@@ -193,11 +220,15 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
     return stages
 
 
-def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None) -> str:
-    """The text of dvc.yaml for ``cfg`` (deterministic: same config, same bytes)."""
-    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile, written)}, sort_keys=False,
-                          default_flow_style=False, width=1_000)
-    return HEADER.format(config=configfile) + body
+def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None,
+           dvc_yaml: str | None = None) -> str:
+    """The text of the dvc.yaml at ``dvc_yaml`` (repository-relative; default
+    ``dvc_file(configfile)``) for ``cfg``: deterministic, same config, same bytes."""
+    wdir = _wdir(dvc_yaml or dvc_file(configfile))
+    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile, written, wdir)},
+                          sort_keys=False, default_flow_style=False, width=1_000)
+    pull_config = "" if configfile == DEFAULT_CONFIG else f" CONFIG={configfile}"
+    return HEADER.format(config=configfile, pull_config=pull_config) + body
 
 
 # ------------------------------------------------------------------------------ after a pull
@@ -258,17 +289,22 @@ def up_to_date_stages(stages: dict, changed: set[str]) -> list[str]:
     return [name for name in stages if ok(name)]
 
 
-def touch_pulled(dvc_yaml: str | Path = DEFAULT_OUTPUT, *, dry_run: bool = False) -> list[str]:
-    """Mark the outputs of up-to-date DVC stages as up to date for Snakemake; return them."""
-    dvc_yaml = Path(dvc_yaml)
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    proc = subprocess.run([_tool("dvc"), "status", "--json"], cwd=dvc_yaml.parent or ".",
+def touch_pulled(dvc_yaml: str = "dvc.yaml", root: Path | str = ".", *,
+                 dry_run: bool = False) -> list[str]:
+    """Mark the outputs of the up-to-date stages of ``dvc_yaml`` (relative to the repository
+    ``root``) as up to date for Snakemake; return those stages."""
+    stages = yaml.safe_load((Path(root) / dvc_yaml).read_text())["stages"]
+    proc = subprocess.run([_tool("dvc"), "status", "--json", dvc_yaml], cwd=root,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc status failed:\n{proc.stdout}{proc.stderr}")
     status = json.loads(proc.stdout or "{}")
-    # Keys are stage names, or "<dvc.yaml path>:<name>" for stages of other dvc.yaml files.
-    changed = {key.rsplit(":", 1)[-1] for key in status}
+    # Keys are stage names of the top-level dvc.yaml, or "<dvc.yaml path>:<name>".
+    changed = set()
+    for key in status:
+        path, _, name = key.rpartition(":")
+        if _p(path or "dvc.yaml") == _p(dvc_yaml):
+            changed.add(name)
     fresh = up_to_date_stages(stages, changed)
     targets: list[str] = []
     configs = set()
@@ -283,52 +319,74 @@ def touch_pulled(dvc_yaml: str | Path = DEFAULT_OUTPUT, *, dry_run: bool = False
     if targets and not dry_run:
         cmd = [_tool("snakemake"), *targets, "--touch", "--forceall", "--cores", "1",
                "--quiet", "all", "--configfile", configs.pop()]
-        subprocess.run(cmd, cwd=dvc_yaml.parent or ".", check=True)
+        subprocess.run(cmd, cwd=root, check=True)
     return fresh
 
 
 # ------------------------------------------------------------------------------------- CLI
 
 
+def _write_or_check(configfile: str, out: str, check: bool) -> bool:
+    """Write (or, with ``check``, compare) the dvc.yaml of ``configfile`` at ``out``."""
+    text = render(load(configfile), _p(configfile), dvc_yaml=_p(out))
+    path = Path(out)
+    old = path.read_text() if path.is_file() else ""
+    if check:
+        if old == text:
+            print(f"{out} is up to date with {configfile}")
+            return True
+        sys.stdout.writelines(difflib.unified_diff(
+            old.splitlines(keepends=True), text.splitlines(keepends=True),
+            f"{out} (committed)", f"{out} (generated from {configfile})"))
+        print(f"{out} differs from the stages generated from {configfile}; regenerate it: "
+              f"python -m dmae.dvcstages --config {configfile}", file=sys.stderr)
+        return False
+    if old != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        print(f"wrote {out} ({text.count(chr(10))} lines) from {configfile}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dmae.dvcstages",
-        description="Write dvc.yaml from a workflow config (one stage per workflow unit, each "
-                    "running its Snakemake target), check it, or, after `dvc pull`, mark the "
-                    "pulled outputs up to date for Snakemake.")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"workflow config, relative to the repository (default "
-                             f"{DEFAULT_CONFIG})")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help=f"dvc.yaml to write or check (default {DEFAULT_OUTPUT})")
+        description="Write a config's dvc.yaml (one stage per workflow unit, each running its "
+                    "Snakemake target), check it, print where it lives, or, after `dvc pull`, "
+                    "mark the pulled outputs up to date for Snakemake.")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", default=DEFAULT_CONFIG,
+                       help=f"workflow config, relative to the repository (default "
+                            f"{DEFAULT_CONFIG})")
+    which.add_argument("--all", action="store_true",
+                       help=f"every committed pipeline: {', '.join(PIPELINES)}")
+    parser.add_argument("--output",
+                        help="dvc.yaml to write, check or touch, relative to the repository "
+                             "(default: the config's own, dvc.yaml or dvc/<name>/dvc.yaml)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 with a diff when the file differs")
     mode.add_argument("--touch", action="store_true",
                       help="after `dvc pull`: `snakemake --touch` the outputs of the stages "
                            "`dvc status` reports up to date (and whose upstream stages are)")
+    mode.add_argument("--path", action="store_true", help="print where the dvc.yaml lives")
     args = parser.parse_args(argv)
+    configs = PIPELINES if args.all else (_p(args.config),)
+    if args.output and len(configs) > 1:
+        parser.error("--output names one file: give --config, not --all")
+    files = [args.output or dvc_file(c) for c in configs]
 
-    if args.touch:
-        touch_pulled(args.output)
+    if args.path:
+        print(*files, sep="\n")
         return 0
-    text = render(load(args.config), _p(args.config))
-    out = Path(args.output)
-    if args.check:
-        old = out.read_text() if out.is_file() else ""
-        if old == text:
-            print(f"{out} is up to date with {args.config}")
-            return 0
-        sys.stdout.writelines(difflib.unified_diff(
-            old.splitlines(keepends=True), text.splitlines(keepends=True),
-            f"{out} (committed)", f"{out} (generated from {args.config})"))
-        print(f"{out} differs from the stages generated from {args.config}; regenerate it: "
-              f"python -m dmae.dvcstages --config {args.config}", file=sys.stderr)
-        return 1
-    if not out.is_file() or out.read_text() != text:
-        out.write_text(text)
-        print(f"wrote {out} ({text.count(chr(10))} lines) from {args.config}")
-    return 0
+    if args.touch:
+        for out in files:
+            touch_pulled(out)
+        return 0
+    ok = [_write_or_check(c, out, args.check) for c, out in zip(configs, files, strict=True)]
+    return 0 if all(ok) else 1
 
 
 if __name__ == "__main__":
