@@ -23,7 +23,7 @@ from conftest import BIN, REPO, planned_jobs
 from workflow_runs import snakemake, write_config
 
 from dmae import config as cfglib
-from dmae import layout
+from dmae import layout, pipeline
 from dmae.io import sha256_file
 from dmae.models import build_pretrain_model
 
@@ -210,3 +210,12 @@ def test_continued_pretraining_really_starts_from_another_runs_import(prepared):
     snakemake(workdir, workdir / "cifar10.yaml", str(target), "--cores", "1")
     meta = json.loads((workdir / target.with_suffix(".json")).read_text())
     assert meta["init"] == {"path": imported, "sha256": sha256_file(workdir / imported)}
+
+
+def test_the_help_for_an_init_outside_any_run_names_the_file_and_the_import(tmp_path):
+    text = pipeline.missing_init_help("in1k", "checkpoints/mine.safetensors", tmp_path)
+    assert text.startswith("pretrainings.in1k.init: checkpoints/mine.safetensors: no such")
+    assert "dmae import-checkpoint --out" in text
+    # a run's checkpoint whose config the repository lacks: the config is named by its name
+    other = pipeline.missing_init_help("in1k", UPSTREAM_CKPT, tmp_path)
+    assert "--configfile <the config with name: imagenet>" in other

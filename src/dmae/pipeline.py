@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dmae
+from dmae import layout
 
 SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 
@@ -97,3 +98,24 @@ def processes(cfg: dict, rule: str) -> int:
     """How many processes a job of ``rule`` runs: resources' processes, else one per GPU."""
     asked = resources(cfg, rule)
     return asked["processes"] or max(1, asked["gpus"])
+
+
+def missing_init_help(pretraining: str, init: str, config_dir: Path) -> str:
+    """How to make the missing checkpoint ``init`` of another run that ``pretraining`` starts
+    from (``config_dir``: the repository's configs, to name the one that makes it)."""
+    origin = layout.pretrain_origin(init)
+    if origin is None:
+        return (f"pretrainings.{pretraining}.init: {init}: no such checkpoint (expected "
+                "safetensors + JSON, e.g. written by `dmae import-checkpoint --out`)")
+    name, model, pre = origin
+    config_file = f"config/{name}.yaml"
+    if not (config_dir / f"{name}.yaml").is_file():
+        config_file = f"<the config with name: {name}>"
+    option = "" if pre == "dmae" else f" --pretraining {pre}"  # the CLI's default
+    return (
+        f"pretrainings.{pretraining}.init: neither {init} nor {layout.IMPORTED}.safetensors "
+        f"beside it exists. This run starts from the {model} that run {name} pretrains; make "
+        f"it first, either way:\n"
+        f"  pretrain it:  snakemake {init} --cores all --configfile {config_file}\n"
+        f"  import the authors' published checkpoint:  dmae import-checkpoint <file.pth> "
+        f"--config {config_file} --model {model}{option}")

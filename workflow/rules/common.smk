@@ -127,31 +127,11 @@ def pretrain_init(wildcards):
     if not made_here and not weights.is_file():
         from snakemake.exceptions import WorkflowError
 
-        raise WorkflowError(missing_init_help(wildcards.pretraining, init))
+        raise WorkflowError(pipeline.missing_init_help(wildcards.pretraining, init, CONFIG_DIR))
     return [str(weights)]
 
 
 CONFIG_DIR = Path(workflow.current_basedir).parents[1] / "config"  # the repository's configs
-
-
-def missing_init_help(pretraining, init):
-    """How to make the missing checkpoint of another run that ``pretraining`` starts from."""
-    origin = layout.pretrain_origin(init)
-    if origin is None:
-        return (f"pretrainings.{pretraining}.init: {init}: no such checkpoint (expected "
-                "safetensors + JSON, e.g. written by `dmae import-checkpoint --out`)")
-    name, model, pre = origin
-    config_file = f"config/{name}.yaml"
-    if not (CONFIG_DIR / f"{name}.yaml").is_file():
-        config_file = f"<the config with name: {name}>"
-    option = "" if pre == "dmae" else f" --pretraining {pre}"  # the CLI's default
-    return (
-        f"pretrainings.{pretraining}.init: neither {init} nor {layout.IMPORTED}.safetensors "
-        f"beside it exists. This run starts from the {model} that run {name} pretrains; make "
-        f"it first, either way:\n"
-        f"  pretrain it:  snakemake {init} --cores all --configfile {config_file}\n"
-        f"  import the authors' published checkpoint:  dmae import-checkpoint <file.pth> "
-        f"--config {config_file} --model {model}{option}")
 
 
 def pretrained_arg(wildcards, input):
@@ -181,6 +161,7 @@ def reported(paths, category):
             marked.append(str(path))
             continue
         name = "reconstructions" if path.stem.startswith("reconstructions") else path.stem
+        name = "curves" if name.endswith("_curves") else name
         caption = name if (CAPTIONS / f"{name}.rst").is_file() else "table"
         marked.append(report(str(path), caption=f"../report/{caption}.rst", category=category))
     return marked

@@ -25,8 +25,11 @@ def reconstructions(cfg: dict, checkpoint: Path, out: Path, images: int = 8) -> 
     transform = get_dataset(cfg["dataset"]["name"]).transform(False, meta["model_cfg"]["img_size"],
                                                               task="pretrain")
     val = load_split(layout.prepared_dir(cfg), "val", transform)
+    if len(val) == 0:
+        raise ValueError(f"{layout.prepared_dir(cfg)}: the validation split is empty "
+                         "(dataset.val_size): no image to reconstruct")
     torch.manual_seed(cfg["runtime"]["seed"])  # the same noise and masks on every run
-    clean = torch.stack([val[i][0] for i in range(images)])
+    clean = torch.stack([val[i][0] for i in range(min(images, len(val)))])
     with torch.inference_mode():
         corrupted, recon, _ = model.reconstruct(clean)
     clean = torch.nn.functional.interpolate(clean, size=corrupted.shape[-2:], mode="bicubic")
