@@ -8,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 # Snakemake rules call the `dmae` CLI, which lives in the venv.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test test-fast check lint venv lock clean-venv
+.PHONY: reproduce test test-fast check pages lint venv lock clean-venv
 
 # Exactly the packages of requirements.lock (versions and hashes), then this project without
 # dependencies: every machine computes with the same libraries.
@@ -57,6 +57,12 @@ check: venv
 		$(BIN)/dvc status dvc.yaml && $(BIN)/dvc status --quiet dvc.yaml && \
 		echo "check: every output has the hash dvc.lock records"; fi
 
+## make pages: after make reproduce, open the run's report.html and DVC's plots page (made
+## here with vega inlined, so it works offline) in headless Chromium; exit 1 naming any broken
+## figure, script error or network request; screenshots in results/<name>/screenshots/
+pages: venv
+	$(BIN)/python -m dmae.pages --config $(CONFIG)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint --configfile config/smoke.yaml
@@ -69,17 +75,14 @@ clean-venv:
 # STAGES=pretrain-vit_s-dmae), empty means all of them.
 STAGES ?=
 .PHONY: pull push
-# The pipeline's dvc.yaml, or its STAGES as <dvc.yaml>:<stage> (shell, inside a recipe)
-DVC_TARGETS = file=$$($(BIN)/python -m dmae.dvcstages --config $(CONFIG) --path) && \
-	targets=$$(if [ -z "$(STAGES)" ]; then echo "$$file"; \
-		else for s in $(STAGES); do echo "$$file:$$s"; done; fi)
 
 ## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, then
-## mark what DVC reports up to date as done for Snakemake (it would rerun it otherwise)
+## mark what DVC reports up to date as done for Snakemake (it would rerun it otherwise).
+## dmae.dvcstages runs `dvc pull --with-deps` after asking the remote (dvc status --cloud):
+## an unreachable remote, refused credentials or a missing output stop it before any change
 pull: venv
-	@$(DVC_TARGETS) && set -x && $(BIN)/dvc pull --with-deps $$targets && \
-	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --touch
+	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --pull $(STAGES)
 
 ## make push: upload the data and checkpoints recorded in the pipeline's dvc.lock to the remote
 push: venv
-	@$(DVC_TARGETS) && set -x && $(BIN)/dvc push --with-deps $$targets
+	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --push $(STAGES)

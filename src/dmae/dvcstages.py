@@ -3,6 +3,8 @@
     python -m dmae.dvcstages --config config/default.yaml           # (re)write dvc.yaml
     python -m dmae.dvcstages --all --check          # fail if any committed dvc.yaml is stale
     python -m dmae.dvcstages --config config/cifar10.yaml --touch   # after `dvc pull`
+    python -m dmae.dvcstages --config config/cifar10.yaml --pull [STAGE ...]    # make pull
+    python -m dmae.dvcstages --config config/cifar10.yaml --push [STAGE ...]    # make push
 
 Each config of ``PIPELINES`` has its own dvc.yaml (``dvc_file``): the default's at the top of
 the repository, the others' in ``dvc/<config name>/`` with ``wdir`` set back to the
@@ -28,8 +30,14 @@ the rule file (a changed shell command reruns the stage), the upstream stages' o
 as DVC ``params``, the config settings the rule reads, so editing an unrelated part of the
 config reruns nothing.
 Checkpoints, certifications and prepared data are cached outputs (``dvc push``/``dvc pull``);
-tables and figures are small, kept by git, and declared with ``cache: false`` (CSV tables
-and PNG figures as ``plots``, the report's metrics.json as ``metrics``).
+tables and figures are small, kept by git, and declared with ``cache: false`` (PNG figures as
+``plots``, the report's metrics.json as ``metrics``).
+
+The top-level ``plots`` (``dvc_plots``) are what ``dvc plots show`` draws and ``dvc plots
+diff`` compares between commits: certified accuracy against radius, one panel per sigma and
+one line per method, and best over sigma with the paper's published points, both from the
+report's long-format curves (``layout.CURVES``) through the templates in ``.dvc/plots/``; and
+each fine-tuning run's training and validation curves against the epoch (its metrics.csv).
 
 ``--touch`` is the second half of ``make pull``. DVC does not restore file times and a fresh
 clone has no .snakemake/ metadata, so after a pull Snakemake would see checked-out code newer
@@ -40,6 +48,9 @@ all present), keeps those whose upstream stages are up to date too, and runs
 order and records its metadata (params, shell command, inputs) for every job, so a later
 config or code change reruns the right jobs. Stages that were not pulled, or that differ from
 dvc.lock, are left alone and Snakemake runs them (and what follows) as usual.
+
+``--pull`` and ``--push`` (``make pull``/``make push``) are ``dmae.dvcremote``'s: the remote is
+asked first, and nothing changes when it cannot serve.
 """
 
 from __future__ import annotations
@@ -95,6 +106,12 @@ def _wdir(dvc_yaml: str) -> str | None:
     return "/".join([".."] * depth) or None
 
 WORKFLOW = ("Snakefile", "workflow/Snakefile", "workflow/rules/common.smk")
+# Vega-Lite templates of the curve plots: .dvc/plots/<name>.json for each name of layout.CURVES
+TEMPLATE_DIR = ".dvc/plots"
+CURVE_TITLES = {"certified_accuracy": "certified accuracy per σ",
+                "best_over_sigma": "best certified accuracy over σ"}
+# The columns of a fine-tuning run's metrics.csv (dmae.train.state) drawn against the epoch
+TRAINING_CURVES = ("train_loss", "val_loss", "val_acc", "val_smoothed_acc")
 
 
 def _p(path: Path | str) -> str:
@@ -212,12 +229,35 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
     files = [*layout.table_paths(cfg), *layout.figure_paths(cfg)]
     stages["report"] = {
         **stage(["report"], ["report"], report_inputs),
-        "outs": [{_p(p): {"cache": False}} for p in files
-                 if p.suffix not in (".csv", ".png", ".json")],
+        "outs": [{_p(p): {"cache": False}} for p in files if p.suffix not in (".png", ".json")],
         "metrics": [{_p(p): {"cache": False}} for p in files if p.suffix == ".json"],
-        "plots": [{_p(p): {"cache": False}} for p in files if p.suffix in (".csv", ".png")],
+        # Figures as plots: `dvc plots show` shows them; the CSV curves are top-level plots.
+        "plots": [{_p(p): {"cache": False}} for p in files if p.suffix == ".png"],
     }
     return stages
+
+
+def dvc_plots(cfg: dict, wdir: str | None = None) -> list[dict]:
+    """The top-level ``plots`` of dvc.yaml for ``cfg``; paths relative to the dvc.yaml, which
+    is ``wdir`` away from the repository."""
+    def rel(path: Path) -> str:
+        return _p(PurePosixPath(wdir) / _p(path)) if wdir else _p(path)
+
+    plots: list[dict] = []
+    for name, path in zip(layout.CURVES, layout.curve_paths(cfg), strict=True):
+        plots.append({rel(path): {
+            "template": name, "x": layout.CURVE_X, "y": layout.CURVE_Y,
+            "title": f"{cfg['name']}: {CURVE_TITLES[name]}"
+                     + (" (circles: the paper)" if cfg["report"]["reference_dataset"] else ""),
+            "x_label": "L2 radius", "y_label": "certified accuracy (%)"}})
+    for model, method, sigma in layout.runs(cfg):
+        metrics = layout.finetune_dir(cfg, model, method, sigma) / "metrics.csv"
+        run = f"{model} {method} σ={sigma_key(sigma)}"
+        plots.append({f"{cfg['name']}: fine-tuning {run}": {
+            "x": "epoch", "y": {rel(metrics): list(TRAINING_CURVES)}, "template": "simple",
+            "title": f"{cfg['name']}: fine-tuning {run}", "x_label": "epoch",
+            "y_label": "loss, accuracy"}})
+    return plots
 
 
 def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None,
@@ -225,8 +265,10 @@ def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = N
     """The text of the dvc.yaml at ``dvc_yaml`` (repository-relative; default
     ``dvc_file(configfile)``) for ``cfg``: deterministic, same config, same bytes."""
     wdir = _wdir(dvc_yaml or dvc_file(configfile))
-    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile, written, wdir)},
-                          sort_keys=False, default_flow_style=False, width=1_000)
+    body = yaml.safe_dump({"stages": dvc_stages(cfg, configfile, written, wdir),
+                           "plots": dvc_plots(cfg, wdir)},
+                          sort_keys=False, default_flow_style=False, width=1_000,
+                          allow_unicode=True)
     pull_config = "" if configfile == DEFAULT_CONFIG else f" CONFIG={configfile}"
     return HEADER.format(config=configfile, pull_config=pull_config) + body
 
@@ -372,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="after `dvc pull`: `snakemake --touch` the outputs of the stages "
                            "`dvc status` reports up to date (and whose upstream stages are)")
     mode.add_argument("--path", action="store_true", help="print where the dvc.yaml lives")
+    mode.add_argument("--pull", nargs="*", metavar="STAGE",
+                      help="`dvc pull --with-deps` the stages (default: all) from the default "
+                           "remote, then --touch; stop first, changing nothing, when the "
+                           "remote cannot be reached, refuses the credentials or lacks an output")
+    mode.add_argument("--push", nargs="*", metavar="STAGE",
+                      help="`dvc push --with-deps` the stages (default: all) to the default "
+                           "remote, with the same checks")
     args = parser.parse_args(argv)
     configs = PIPELINES if args.all else (_p(args.config),)
     if args.output and len(configs) > 1:
@@ -384,6 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.touch:
         for out in files:
             touch_pulled(out)
+        return 0
+    if args.pull is not None or args.push is not None:
+        from dmae import dvcremote  # it imports this module
+
+        move, stages = ((dvcremote.pull, args.pull) if args.pull is not None
+                        else (dvcremote.push, args.push))
+        if stages and len(configs) > 1:
+            parser.error("stages belong to one pipeline: give --config, not --all")
+        try:
+            for configfile, out in zip(configs, files, strict=True):
+                move(configfile, stages, dvc_yaml=out)
+        except dvcremote.RemoteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     ok = [_write_or_check(c, out, args.check) for c, out in zip(configs, files, strict=True)]
     return 0 if all(ok) else 1

@@ -22,6 +22,10 @@ METRICS = "metrics.json"  # certified accuracies and ACR as numbers, for `dvc me
 SEED_TABLE = "seed_spread"  # only for configs with replicates (methods sharing a recipe)
 FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
+# The figures' curves in long format (one row per curve and radius, dmae.report.curves), for
+# the DVC plots that dmae.dvcstages declares with these axes
+CURVES = FIGURES
+CURVE_X, CURVE_Y = "radius", "certified accuracy %"
 
 
 def results_dir(cfg: dict) -> Path:
@@ -136,7 +140,11 @@ def table_paths(cfg: dict) -> list[Path]:
     summary and the metrics JSON."""
     tables = results_dir(cfg) / "tables"
     return [tables / f"{name}.{ext}" for name in table_names(cfg) for ext in TABLE_FORMATS] + [
-        tables / SUMMARY, tables / METRICS]
+        tables / SUMMARY, tables / METRICS, *curve_paths(cfg)]
+
+
+def curve_paths(cfg: dict) -> list[Path]:
+    return [results_dir(cfg) / "tables" / f"{name}_curves.csv" for name in CURVES]
 
 
 def figure_paths(cfg: dict) -> list[Path]:

@@ -186,6 +186,16 @@ def certification_method(tsv: str | os.PathLike) -> dict:
     return method if isinstance(method, dict) else {"name": method or "cohen"}
 
 
+def radius_grid(tables: Sequence[pd.DataFrame], points: int,
+                max_radius: float | None = None) -> np.ndarray:
+    """``points`` radii from 0 to ``max_radius`` (default: 1.05 x the largest certified radius
+    of ``tables``, or 1 when none is positive): where curves are drawn."""
+    if max_radius is None:
+        largest = max(float(df["radius"].max()) for df in tables)
+        max_radius = 1.05 * largest if largest > 0 else 1.0
+    return np.linspace(0.0, max_radius, points)
+
+
 def best_over_sigma(curves: pd.DataFrame) -> pd.Series:
     """Envelope of certified-accuracy curves: rows are sigmas, columns radii; max per radius."""
     if curves.empty:

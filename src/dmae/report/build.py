@@ -21,6 +21,7 @@ from dmae.certify.methods import method_settings
 from dmae.config import sigma_key
 from dmae.io import atomic_path, write_json
 from dmae.report.analysis import Run, counts, forward_passes, load, radius_ceiling
+from dmae.report.curves import best_over_sigma_curves, certified_accuracy_curves
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
 from dmae.report.tables import (
     REFERENCE_RESULTS,
@@ -28,6 +29,7 @@ from dmae.report.tables import (
     best_sigma_table,
     paper_comparison_table,
     per_sigma_table,
+    published_accuracy,
     read_reference,
     seed_spread_display,
     seed_spread_table,
@@ -117,13 +119,25 @@ def write_report(cfg: dict, reference_csv: str | Path = REFERENCE_RESULTS) -> li
     write_json(metrics, metrics_dict(built["certified_accuracy"], built["best_over_sigma"]))
     written.append(metrics)
 
+    # The figures, and their curves in long format (layout.CURVES) for DVC plots
+    reference = read_reference(reference_csv)
+    reference_dataset = cfg["report"]["reference_dataset"]
     plotters = {"certified_accuracy": plot_certified_accuracy,
                 "best_over_sigma": plot_best_over_sigma}
-    unknown = sorted(set(layout.FIGURES) - set(plotters))
+    curves = {"certified_accuracy": lambda: certified_accuracy_curves(runs, dataset),
+              "best_over_sigma": lambda: best_over_sigma_curves(
+                  runs, dataset, reference, reference_dataset)}
+    unknown = sorted((set(layout.FIGURES) - set(plotters)) | (set(layout.CURVES) - set(curves)))
     if unknown:
-        raise RuntimeError(f"layout.FIGURES names {unknown}, which the report cannot plot")
+        raise RuntimeError(f"layout.FIGURES/CURVES name {unknown}, which the report cannot plot")
+    def published(run: Run, sigma: str | float):
+        return published_accuracy(reference, run.paper, reference_dataset or run.dataset, sigma)
+
+    for name, path in zip(layout.CURVES, layout.curve_paths(cfg), strict=True):
+        write_table(curves[name](), path)
+        written.append(path)
     for name in layout.FIGURES:
-        plotters[name](runs, dataset, figure(name))
+        plotters[name](runs, dataset, figure(name), published=published)
         written += figure(name)
 
     expected = layout.table_paths(cfg) + layout.figure_paths(cfg)

@@ -2,12 +2,17 @@
 
 Every figure is written to each path given (format from the suffix: .png, .pdf, .svg)
 atomically. Figures are built with the object API on the Agg backend, so no display is needed.
+Given ``published`` (the paper's certified accuracy (%) by radius of a run's published method
+at a sigma, or "best": ``build.write_report`` looks it up in reference_results.csv), the
+certified-accuracy figures mark those points as hollow circles in the run's colour: best over
+sigma from the papers' main tables, per sigma where a paper reports per-sigma numbers (Cohen
+et al.).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dmae.io import atomic_path  # noqa: E402
@@ -23,9 +29,12 @@ from dmae.report.analysis import (  # noqa: E402
     as_runs,
     certified_accuracy,
     load,
+    radius_grid,
 )
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+# (run, sigma or "best") -> the paper's certified accuracy (%) indexed by radius, or None
+Published = Callable[[Run, "str | float"], "pd.Series | None"]
 
 
 def save_figure(fig: Figure, paths: PathOrPaths, dpi: int = 150) -> None:
@@ -64,15 +73,26 @@ def _curve_inputs(runs: Sequence, dataset: str, max_radius: float | None, points
     if not done:
         return None
     tables = {run: load(run.tsv) for run in done}
-    grid = _grid(list(tables.values()), max_radius, points)
+    grid = radius_grid(list(tables.values()), points, max_radius)
     return done, tables, grid, _colors([run.method for run in done])
 
 
-def _grid(tables: Sequence, max_radius: float | None, points: int) -> np.ndarray:
-    if max_radius is None:
-        largest = max(float(df["radius"].max()) for df in tables)
-        max_radius = 1.05 * largest if largest > 0 else 1.0
-    return np.linspace(0.0, max_radius, points)
+def _mark_paper(ax, run: Run, color: str, published: Published | None,
+                sigma: str | float = "best") -> bool:
+    """Hollow circles at the paper's numbers for ``run``'s published method, if any."""
+    points = None if published is None else published(run, sigma)
+    if points is None:
+        return False
+    ax.plot(points.index, points.to_numpy() / 100, linestyle="none", marker="o",
+            markerfacecolor="none", color=color)
+    return True
+
+
+def _paper_legend_entry(ax):
+    """A grey hollow circle in the legend standing for every paper marker."""
+    (handle,) = ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none",
+                        color="0.3", label="paper (published)")
+    return handle
 
 
 def _colors(methods: Sequence[str]) -> dict[str, str]:
@@ -81,8 +101,10 @@ def _colors(methods: Sequence[str]) -> dict[str, str]:
 
 
 def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
-                            max_radius: float | None = None, points: int = 400) -> None:
-    """One panel per sigma, one certified-accuracy-vs-radius curve per method.
+                            max_radius: float | None = None, points: int = 400,
+                            published: Published | None = None) -> None:
+    """One panel per sigma, one certified-accuracy-vs-radius curve per method, and the
+    paper's per-sigma points where ``published`` has them.
 
     Runs not finished are skipped; with none finished the figure says so.
     """
@@ -95,22 +117,28 @@ def plot_certified_accuracy(runs: Sequence, dataset: str, paths: PathOrPaths, *,
     fig = Figure(figsize=(4.2 * len(sigmas), 3.4), layout="constrained")
     axes = fig.subplots(1, len(sigmas), sharey=True, squeeze=False)[0]
     handles = {}
+    marked = False
     for ax, sigma in zip(axes, sigmas, strict=True):
         for run in (r for r in done if r.sigma == sigma):
             acc = certified_accuracy(tables[run], grid)
             (handles[run.method],) = ax.plot(grid, acc.to_numpy(), color=colors[run.method],
                                              label=run.display)
+            marked |= _mark_paper(ax, run, colors[run.method], published, sigma)
         _style(ax, f"{dataset}, σ = {sigma:g}")
     axes[0].set_ylabel("certified accuracy")
-    fig.legend(handles=[handles[m] for m in colors if m in handles], loc="outside right upper",
-               fontsize="small")
+    legend = [handles[m] for m in colors if m in handles]
+    if marked:
+        legend.append(_paper_legend_entry(axes[0]))
+    fig.legend(handles=legend, loc="outside right upper", fontsize="small")
     save_figure(fig, paths)
 
 
 def plot_best_over_sigma(runs: Sequence, dataset: str, paths: PathOrPaths, *,
-                         max_radius: float | None = None, points: int = 400) -> None:
+                         max_radius: float | None = None, points: int = 400,
+                         published: Published | None = None) -> None:
     """One curve per method: at each radius the best certified accuracy over its finished
-    sigmas. Runs not finished are skipped; with none finished the figure says so."""
+    sigmas, and the paper's best-over-sigma points where ``published`` has them. Runs not
+    finished are skipped; with none finished the figure says so."""
     inputs = _curve_inputs(runs, dataset, max_radius, points)
     if inputs is None:
         _no_runs_figure(f"{dataset}, best over σ", paths)
@@ -118,10 +146,14 @@ def plot_best_over_sigma(runs: Sequence, dataset: str, paths: PathOrPaths, *,
     done, tables, grid, colors = inputs
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
     ax = fig.subplots()
+    marked = False
     for method, color in colors.items():
         runs_of = [r for r in done if r.method == method]
         curves = [certified_accuracy(tables[r], grid).to_numpy() for r in runs_of]
         ax.plot(grid, np.max(curves, axis=0), color=color, label=runs_of[0].display)
+        marked |= _mark_paper(ax, runs_of[0], color, published)
+    if marked:
+        _paper_legend_entry(ax)
     _style(ax, f"{dataset}, best over σ")
     ax.set_ylabel("certified accuracy")
     ax.legend(loc="upper right", fontsize="small")

@@ -217,6 +217,22 @@ def read_reference(reference_csv: str | os.PathLike = REFERENCE_RESULTS) -> pd.D
     return reference
 
 
+def published_accuracy(reference: pd.DataFrame, method: str | None, dataset: str,
+                       sigma: str | float = "best") -> pd.Series | None:
+    """The published certified accuracy (%) of ``method`` on ``dataset`` at ``sigma`` ("best"
+    or a noise level), indexed by radius (from ``read_reference``); None when the reference
+    has no such numbers (or ``method`` is None: a run with no published counterpart)."""
+    if method is None:
+        return None
+    rows = reference[(reference["method"] == method) & (reference["dataset"] == dataset)
+                     & reference["sigma"].map(lambda s: _same_sigma(s, sigma))]
+    if rows.empty:
+        return None
+    return pd.Series(rows["certified_accuracy_pct"].to_numpy(dtype=float),
+                     index=pd.Index(rows["radius"].to_numpy(dtype=float), name="radius"),
+                     name=method).sort_index()
+
+
 COMPARISON_COLUMNS = ["dataset", "method", "radius", "paper %", "this run %", "run"]
 
 
