@@ -8,10 +8,12 @@ import subprocess
 import torch
 import yaml
 from conftest import BIN, REPO
+from data_fixtures import write_imagenet_fixture
 
 from dmae import config as cfglib
 from dmae import layout
 from dmae.checkpoint import load_checkpoint
+from dmae.data import read_manifest
 from dmae.models import build_pretrain_model
 
 
@@ -87,4 +89,37 @@ def test_a_diverged_training_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "diverged" in errors[0].lower(), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def imagenet_config(tmp_path, imagenet_dir) -> str:
+    cfg = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
+    cfg["dataset"].update(imagenet_dir=str(imagenet_dir), val_size=2, expected_classes=3)
+    cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    path = tmp_path / "imagenet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_prepare_imports_neither_torchvision_nor_models_nor_training(tmp_path):
+    """Every job pays for its imports: `dmae prepare` (of an ImageNet folder of the 3 classes
+    its dataset.expected_classes states) loads none of what only the model stages need."""
+    root = write_imagenet_fixture(tmp_path / "ILSVRC2012", ["n01000000", "n02000000", "n03000000"])
+    heavy = ("torchvision", "timm", "scipy", "pandas", "dmae.models", "dmae.train",
+             "dmae.certify")
+    script = ("import sys; from dmae import cli; rc = cli.main(sys.argv[1:]); "
+              f"print(sorted(set({heavy!r}) & set(sys.modules))); sys.exit(rc)")
+    proc = subprocess.run([str(BIN / "python"), "-c", script, "prepare", "--config",
+                           imagenet_config(tmp_path, root)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert read_manifest(tmp_path / "data" / "prepared" / "imagenet")["num_classes"] == 3
+
+
+def test_a_data_error_is_one_line_and_exit_2(tmp_path):
+    proc = dmae("prepare", "--config", imagenet_config(tmp_path, tmp_path / "nowhere"))
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "ImageNet folder not found" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr

@@ -50,6 +50,10 @@ def smoke(repo):
         (lambda c: c["resources"]["certify"].update(processes=2), "resources.certify.processes"),
         (lambda c: c["resources"]["pretrain"].update(gpus=4, processes=2),
          "resources.pretrain.processes"),
+        (lambda c: c["dataset"].update(expected_classes=0), "dataset.expected_classes"),
+        (lambda c: c["dataset"].update(expected_classes="100"), "dataset.expected_classes"),
+        # Fashion-MNIST's ten classes are fixed: only ImageNet's folders can be chosen.
+        (lambda c: c["dataset"].update(expected_classes=10), "dataset.expected_classes"),
     ],
 )
 def test_bad_key_is_named(smoke, mutate, named):
@@ -57,6 +61,14 @@ def test_bad_key_is_named(smoke, mutate, named):
     mutate(bad)
     with pytest.raises(cfglib.ConfigError, match=named.replace(".", r"\.")):
         cfglib.validate(bad)
+
+
+def test_imagenet_can_expect_another_number_of_classes(repo):
+    """dataset.expected_classes: null (ImageNet's 1000) unless a subset is stated."""
+    written = yaml.safe_load((repo / "config" / "imagenet.yaml").read_text())
+    assert cfglib.validate(copy.deepcopy(written))["dataset"]["expected_classes"] is None
+    written["dataset"]["expected_classes"] = 100
+    assert cfglib.validate(written)["dataset"]["expected_classes"] == 100
 
 
 def test_missing_and_unparsable_files(tmp_path):

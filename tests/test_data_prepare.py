@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import json
@@ -10,8 +11,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from data_fixtures import image_ids, write_cifar10_fixture, write_fashion_mnist_fixture
+import yaml
+from data_fixtures import (
+    image_ids,
+    write_cifar10_fixture,
+    write_fashion_mnist_fixture,
+    write_imagenet_fixture,
+)
 
+from dmae import config as cfglib
 from dmae.data import (
     DataError,
     SourceFile,
@@ -19,8 +27,10 @@ from dmae.data import (
     load_split,
     manifest_hash,
     prepare_dataset,
+    read_manifest,
     split_indices,
 )
+from dmae.data.stage import prepare
 from dmae.io import sha256_file
 
 
@@ -189,3 +199,25 @@ def test_unknown_dataset_and_wrong_spec_type(tmp_path, fashion):
         prepare_dataset("mnist", tmp_path / "p", tmp_path / "r", val_size=1)
     with pytest.raises(DataError, match="must be a Cifar10Spec"):
         prepare_dataset("cifar10", tmp_path / "p", tmp_path / "r", val_size=1, spec=fashion[0])
+
+
+def test_the_config_states_how_many_imagenet_classes_to_prepare(tmp_path, repo):
+    """dataset.expected_classes reaches preparation: a folder of 3 classes stops the stage
+    while the config expects ImageNet's 1000 (the message names the key) and prepares once it
+    says 3; the manifest, whence the classifiers take their outputs, then has 3 classes."""
+    wnids = ["n03000000", "n01000000", "n02000000"]
+    root = write_imagenet_fixture(tmp_path / "ILSVRC2012", wnids, train_per_class=4)
+    cfg = yaml.safe_load((repo / "config" / "imagenet.yaml").read_text())
+    cfg["dataset"].update(imagenet_dir=str(root), val_size=3)
+    cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    with pytest.raises(DataError, match=r"found 3 class folders, expected 1000 .*"
+                                        r"dataset\.expected_classes"):
+        prepare(cfglib.validate(copy.deepcopy(cfg)))
+    assert not (tmp_path / "data" / "prepared" / "imagenet").exists()
+
+    cfg["dataset"]["expected_classes"] = 3
+    out = prepare(cfglib.validate(cfg))
+    assert out == tmp_path / "data" / "prepared" / "imagenet"
+    manifest = read_manifest(out)
+    assert manifest["num_classes"] == 3 and manifest["class_names"] == sorted(wnids)
+    assert manifest["settings"]["spec"]["expected_classes"] == 3

@@ -110,3 +110,25 @@ def test_a_job_that_exits_1_is_reported_failed(slurm_cluster, tmp_path):
     jobid = proc.stdout.strip().split(";")[0]
     assert job_field(slurm_cluster, jobid, "JobState") == "FAILED"
     assert job_field(slurm_cluster, jobid, "ExitCode") == "1:0"
+
+
+def test_two_jobs_of_two_cpus_run_side_by_side(slurm_cluster, tmp_path):
+    """The node declares at least 8 CPUs, more than a small host has (cluster.sh), so that a
+    workflow's independent jobs (2 threads each in the tests) overlap: each of these two
+    jobs finishes only once it has seen the other one start."""
+    cpus = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%c").stdout
+    assert int(cpus) >= 8
+    ids = []
+    for name, other in (("a", "b"), ("b", "a")):
+        script = write_job(tmp_path / f"{name}.sh", f"touch {tmp_path}/{name}.started\n"
+                           f"for i in $(seq 600); do [ -e {tmp_path}/{other}.started ] && exit 0; "
+                           "sleep 0.1; done\nexit 1")
+        ids.append(slurm_cluster.run("sbatch", "--parsable", "--cpus-per-task", "2", "-o",
+                                     str(tmp_path / "%j.log"), str(script)).stdout.strip())
+    deadline = time.monotonic() + 90
+    while True:
+        states = [job_field(slurm_cluster, jobid, "JobState") for jobid in ids]
+        if not {"PENDING", "RUNNING", "COMPLETING"} & set(states) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert states == ["COMPLETED", "COMPLETED"]

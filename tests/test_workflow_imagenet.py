@@ -7,11 +7,10 @@ at the paper's three sigmas, certification of every 50th ILSVRC validation image
 shards, the merge, and the report with its comparison to the paper's Table 1. Images are
 decoded from the JPEG files by the project's own loader and transforms.
 
-ImageNet preparation insists on the 1000 class folders of ILSVRC2012 (ImageNetSpec
-.expected_classes, which no config key changes), so the folder has 1000 wnids (four real ones)
-with two or three training and one or two validation JPEGs each, named as the real files
-are. Its validation folder is the certification test split: 1250 images, every 50th of which
-(25) is certified.
+The folder has four real wnids, the number of classes its config's dataset.expected_classes
+states (ImageNet's 1000 would only add folders to write and index), with a dozen or so
+training JPEGs each, named as the real files are. Its validation folder is the certification
+test split: 1250 images, every 50th of which (25) is certified.
 """
 
 from __future__ import annotations
@@ -40,10 +39,11 @@ from dmae.report.tables import REFERENCE_RESULTS
 # file of the third wnid a CMYK JPEG, and this wnid sorts first, so that file is test image 0,
 # the first one certified. The second wnid gets a greyscale JPEG, the fourth a PNG named .JPEG
 # (ILSVRC2012 has greyscale and CMYK JPEGs, and a PNG named .JPEG).
-REAL_WNIDS = ["n01484850", "n01491361", "n01440764", "n01443537"]
-WNIDS = REAL_WNIDS + [f"n{2_000_000 + 7919 * i:08d}" for i in range(1000 - len(REAL_WNIDS))]
-TRAIN_PER_CLASS = [3 if k % 3 == 0 else 2 for k in range(len(WNIDS))]  # in WNIDS' order
-VAL_PER_CLASS = [2 if k % 4 == 0 else 1 for k in range(len(WNIDS))]
+WNIDS = ["n01484850", "n01491361", "n01440764", "n01443537"]
+# In WNIDS' order; unequal, so that a label mix-up shows in the class counts. 54 training
+# images: 20 held out for validation leave 34, two full steps of 16.
+TRAIN_PER_CLASS = [14, 12, 13, 15]
+VAL_PER_CLASS = [320, 310, 315, 305]
 SIZE = (44, 36)  # width, height: neither square nor img_size, so resizing and cropping matter
 IMG_SIZE = 32
 SIGMAS = ["0.25", "0.5", "1.0"]
@@ -52,7 +52,8 @@ SIGMAS = ["0.25", "0.5", "1.0"]
 def tiny_imagenet_cfg(imagenet_dir: Path) -> dict:
     """config/imagenet.yaml with only what must shrink overridden."""
     cfg = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
-    cfg["dataset"].update(imagenet_dir=str(imagenet_dir), val_size=20)
+    cfg["dataset"].update(imagenet_dir=str(imagenet_dir), val_size=20,
+                          expected_classes=len(WNIDS))
     # One model: ViT-B's entry (its fine-tuning blr, layer decay, drop path and its paper
     # name) on the tiny vit_micro at 32 px. ViT-L would run the same chain a second time.
     vit_b = cfg["models"]["vit_b"]
@@ -97,6 +98,7 @@ def test_the_config_keeps_the_papers_settings():
     assert cfg["sigmas"] == paper["sigmas"] == [0.25, 0.5, 1.0]
     assert cfg["certify"]["stride"] == paper["certify"]["stride"] == 50
     assert cfg["certify"]["split"] == "test" and cfg["report"] == paper["report"]
+    assert paper["dataset"]["expected_classes"] is None  # ImageNet's 1000 classes
     assert cfg["finetune_per_sigma"] == paper["finetune_per_sigma"]
     assert (cfg["models"]["vit_b"]["in_chans"], cfg["models"]["vit_b"]["mean"]) == (
         3, paper["models"]["vit_b"]["mean"])
@@ -178,7 +180,7 @@ def test_the_certified_images_are_every_50th_validation_image(imagenet_run):
         for r in merged:
             assert r["correct"] == str(int(r["predict"] == r["label"]))
             assert (int(r["n0"]), int(r["n"])) == (8, 32)
-            assert float(r["radius"]) <= ceiling(sigma) and int(r["predict"]) < 1000
+            assert float(r["radius"]) <= ceiling(sigma) and int(r["predict"]) < len(WNIDS)
         shards = [[int(r["idx"]) for r in _rows(
             workdir / layout.certify_shard_tsv(cfg, "vit_b", "dmae", sigma, k))] for k in (0, 1)]
         assert all(shards) and sorted(shards[0] + shards[1]) == expected
@@ -212,7 +214,8 @@ def test_the_jpegs_decode_to_their_colours_at_img_size(imagenet_run):
     evaluated = {split: load_split(prepared, split, imagenet.transform(False, IMG_SIZE))
                  for split in ("train", "val")}
     for wnid, kind in ((WNIDS[1], ("JPEG", "L")), (WNIDS[3], ("PNG", "RGB"))):
-        path = min((root / "train" / wnid).iterdir())
+        # the first one written: the lowest number (<wnid>_<number>.JPEG), not the first name
+        path = min((root / "train" / wnid).iterdir(), key=lambda p: int(p.stem.split("_")[1]))
         with Image.open(path) as raw:
             assert path.suffix == ".JPEG" and (raw.format, raw.mode) == kind
         rel = path.relative_to(root).as_posix()
@@ -232,7 +235,7 @@ def test_the_jpegs_decode_to_their_colours_at_img_size(imagenet_run):
         meta = yaml.safe_load((workdir / layout.finetune_dir(cfg, "vit_b", "dmae", sigma)
                                / "best.json").read_text())
         assert (meta["model_cfg"]["img_size"], meta["model_cfg"]["in_chans"]) == (IMG_SIZE, 3)
-        assert meta["num_classes"] == 1000
+        assert meta["num_classes"] == len(WNIDS)  # the prepared manifest's
 
 
 @pytest.mark.slow

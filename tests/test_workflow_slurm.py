@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -67,15 +68,22 @@ def run_id(proc_output: str) -> str:
 
 @pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed")
-def test_the_readme_command_runs_every_job_on_slurm_with_local_results(slurm_cluster, smoke_run,
+def test_the_readme_command_runs_every_job_on_slurm_with_local_results(slurm_cluster, request,
                                                                         tmp_path):
     command = readme_cluster_command()
     assert "config/smoke.yaml" in command and "profiles/slurm" in command
-    workdir = tmp_path / "slurm"
-    proc = subprocess.run(on_cluster(slurm_cluster, command, workdir), cwd=REPO,
-                          env=cluster_env(slurm_cluster), capture_output=True, text=True,
-                          timeout=1800)
-    output = proc.stdout + proc.stderr
+    workdir, log = tmp_path / "slurm", tmp_path / "snakemake.log"
+    with open(log, "w") as out:  # a file, not a pipe, which nobody reads until it ends
+        proc = subprocess.Popen(on_cluster(slurm_cluster, command, workdir), cwd=REPO,
+                                env=cluster_env(slurm_cluster), stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        # The local run to compare with, made meanwhile unless an earlier test made it.
+        local, _, cfg = request.getfixturevalue("smoke_run")
+        proc.wait(timeout=1800)
+    finally:
+        proc.kill()  # nothing left to kill once it has ended
+    output = log.read_text()
     assert proc.returncode == 0, output[-5000:]
 
     jobs = slurm_jobs(slurm_cluster, run_id(output))
@@ -85,7 +93,6 @@ def test_the_readme_command_runs_every_job_on_slurm_with_local_results(slurm_clu
     assert Counter(rule for _, _, rule in jobs) == {
         rule: n for rule, n in planned.items() if rule not in NO_COMMAND}
 
-    local, _, cfg = smoke_run
     ours, theirs = run_outputs(workdir, cfg), run_outputs(local, cfg)
     assert sorted(ours) == sorted(theirs)
     assert any(name.endswith(".safetensors") for name in ours)
@@ -121,24 +128,26 @@ def test_a_cancelled_two_process_finetuning_resumes_to_the_uninterrupted_weights
     for workdir in (local, slurm):
         shutil.copytree(data, workdir / "data")
     path = write_config(tmp_path / "ddp.yaml", cfg)
-    # The reference: the same job run locally, uninterrupted (torchrun with 2 processes too).
-    snakemake(local, path, "--cores", "2", str(target))
-
     command = [*readme_cluster_command()]
     command[command.index("config/smoke.yaml")] = str(path)
-    proc = subprocess.Popen(on_cluster(slurm_cluster, command, slurm, str(target)), cwd=REPO,
-                            env=cluster_env(slurm_cluster), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    resume = slurm / target.parent / "resume.pt"
-    deadline = time.monotonic() + 600
-    while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    running = slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i|%k").stdout.split()
-    finetune = [line.split("|")[0] for line in running if "rule_finetune" in line]
-    assert len(finetune) == 1, (running, proc.poll())
-    slurm_cluster.run("scancel", finetune[0])
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, output[-5000:]
+    with ThreadPoolExecutor(1) as pool:
+        # The reference, meanwhile: the same job run locally, uninterrupted (torchrun with 2
+        # processes too). Running beside the cluster's jobs slows them, never changes them.
+        reference = pool.submit(snakemake, local, path, "--cores", "2", str(target))
+        proc = subprocess.Popen(on_cluster(slurm_cluster, command, slurm, str(target)),
+                                cwd=REPO, env=cluster_env(slurm_cluster),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        resume = slurm / target.parent / "resume.pt"
+        deadline = time.monotonic() + 600
+        while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        running = slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%i|%k").stdout.split()
+        finetune = [line.split("|")[0] for line in running if "rule_finetune" in line]
+        assert len(finetune) == 1, (running, proc.poll())
+        slurm_cluster.run("scancel", finetune[0])
+        output, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, output[-5000:]
+        reference.result()
 
     states = [(state, rule) for _, state, rule in slurm_jobs(slurm_cluster, run_id(output))]
     assert ("CANCELLED", "finetune") in states and states[-1] == ("COMPLETED", "finetune")

@@ -45,7 +45,9 @@ def smoke_run(tmp_path_factory):
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     workdir = tmp_path_factory.mktemp("smoke")
     path = write_config(workdir / "smoke.yaml", smoke_cfg())
-    snakemake(workdir, path, "--cores", "2")
+    # 4 cores for 2-thread jobs: two jobs overlap their start-up and waits on a 2-core
+    # machine; every job keeps its threads, so the bytes are those of --cores 2
+    snakemake(workdir, path, "--cores", "4")
     return workdir, path, cfglib.load(path)
 
 

@@ -300,9 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         return dvcstages.main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log, args.verbose)
-    from dmae.data import DataError
-    from dmae.train import TrainingDivergedError
-
     try:
         cfg = None
         if getattr(args, "config", None) is not None:
@@ -311,10 +308,21 @@ def main(argv: list[str] | None = None) -> int:
             cfg = cfglib.load(args.config)
             runtime.setup(cfg, args.threads)  # before any stage computes
         return args.func(args, cfg) or 0
-    except (DataError, FileNotFoundError, ValueError, TrainingDivergedError) as err:
-        # Expected failures: one clear line, no traceback.
+    except _expected_errors() as err:  # evaluated only when something was raised
         log.error("%s", err)
         return 2
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Failures reported in one clear line, without a traceback. DataError and
+    TrainingDivergedError count where their modules were imported (elsewhere nothing raised
+    them): importing them up front would load torch and timm, seconds, for every command."""
+    errors = [FileNotFoundError, ValueError]
+    for module, name in (("dmae.data.errors", "DataError"),
+                         ("dmae.train.engine", "TrainingDivergedError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,10 @@ def _fill_defaults(value, node: dict, root: dict) -> None:
 
 def _check_references(cfg: dict, source: str) -> None:
     """Cross-key checks a JSON schema cannot express."""
+    dataset = cfg["dataset"]
+    if dataset["expected_classes"] is not None and dataset["name"] != "imagenet":
+        raise ConfigError(f"{source}: dataset.expected_classes: only imagenet's classes can be "
+                          f"chosen; {dataset['name']} has a fixed set (leave it null)")
     for name, recipe in cfg["pretrainings"].items():
         if not recipe["train"] and not recipe["init"]:
             raise ConfigError(f"{source}: pretrainings.{name}.train is false, so "

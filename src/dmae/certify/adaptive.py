@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from dmae.certify.smooth import (
     ABSTAIN,
@@ -91,6 +90,8 @@ class SequentialPlan:
         self.sigma, self.alpha, self.n_max = float(sigma), float(alpha), int(n_max)
         self.radii = check_radii(radii)
         self.first_look, self.growth = int(first_look), float(growth)
+        from scipy.stats import norm  # here: slow to import, and only this plan needs it
+
         grid = sorted({0.5, *(float(norm.cdf(r / self.sigma)) for r in self.radii)})
 
         geometric, m = [], self.first_look

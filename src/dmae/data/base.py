@@ -15,8 +15,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from torchvision import transforms as T
-
 from .errors import DataError
 from .sources import Loaded, Locations
 
@@ -83,6 +81,8 @@ class ArrayDataset:
         check_task(task)
         if randaugment:
             raise DataError(f"randaugment: only used for imagenet, not {self.name}")
+        from torchvision import transforms as T  # here: preparing data never needs it
+
         return T.Compose(self.train_augmentation() if train else [])
 
 

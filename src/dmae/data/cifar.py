@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision import transforms as T
 
 from .archive import safe_extract
 from .base import ArrayDataset
@@ -39,6 +38,8 @@ class Cifar10Spec(ArrayDataset):
     test_count: int = 10_000
 
     def train_augmentation(self) -> list[Callable]:
+        from torchvision import transforms as T  # here: preparing data never needs it
+
         return [T.RandomHorizontalFlip()]  # the committed results use exactly this
 
     def load(self, where: Locations) -> Loaded:

@@ -6,8 +6,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torchvision import transforms as T
-
 from . import idx
 from .base import ArrayDataset
 from .sources import Loaded, Locations, SourceFile, check_arrays, locate, source_record
@@ -58,6 +56,8 @@ class FashionMnistSpec(ArrayDataset):
         return (self.train_images, self.train_labels, self.test_images, self.test_labels)
 
     def train_augmentation(self) -> list[Callable]:
+        from torchvision import transforms as T  # here: preparing data never needs it
+
         # Random crop of the stored size after 2-px padding: the committed results use it.
         return [T.RandomCrop(self.image_shape[:2], padding=2)]
 

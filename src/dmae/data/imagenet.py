@@ -8,15 +8,10 @@ MAE's, which uses timm.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
-from torchvision import transforms as T
-from torchvision.transforms import functional as F
 
 from .base import check_task
 from .errors import DataError
@@ -31,8 +26,6 @@ CROP_SCALE = {
 }
 RANDAUGMENT_TASKS = ("finetune",)  # MAE: only main_finetune.py has RandAugment (--aa, via timm)
 EVAL_CROP_PCT = 224 / 256  # MAE util/datasets.py: Resize(int(size / crop_pct)) + CenterCrop(size)
-
-_BICUBIC = T.InterpolationMode(INTERPOLATION)
 
 
 @dataclass(frozen=True)
@@ -76,10 +69,16 @@ class ImageNetSpec:
         check_task(task)
         if randaugment and task not in RANDAUGMENT_TASKS:
             raise DataError(f"randaugment: only used for fine-tuning, not {task}")
+        # Here, not at the top: indexing (preparation) never needs torchvision.
+        from torchvision import transforms as T
+
+        from .crop import MaeLinprobeCrop
+
+        bicubic = T.InterpolationMode(INTERPOLATION)
         if train:
-            crop = _MaeLinprobeCrop if task == "linprobe" else T.RandomResizedCrop
+            crop = MaeLinprobeCrop if task == "linprobe" else T.RandomResizedCrop
             steps = [
-                crop(input_size, scale=CROP_SCALE[task], interpolation=_BICUBIC),
+                crop(input_size, scale=CROP_SCALE[task], interpolation=bicubic),
                 T.RandomHorizontalFlip(),
             ]
             if randaugment:
@@ -87,28 +86,11 @@ class ImageNetSpec:
         else:
             # MAE resizes larger inputs to the crop size itself (crop_pct 1).
             resize = int(input_size / EVAL_CROP_PCT) if input_size <= 224 else input_size
-            steps = [T.Resize(resize, interpolation=_BICUBIC), T.CenterCrop(input_size)]
+            steps = [T.Resize(resize, interpolation=bicubic), T.CenterCrop(input_size)]
         return T.Compose([*steps, T.ToTensor()])
 
 
 IMAGENET = ImageNetSpec()
-
-
-class _MaeLinprobeCrop(T.RandomResizedCrop):
-    """RandomResizedCrop as MAE's util/crop.py (its linear probing): one draw of area and
-    aspect ratio, the box clipped to the image, instead of torchvision's up to 10 tries."""
-
-    @staticmethod
-    def get_params(img, scale, ratio):
-        width, height = F.get_image_size(img)
-        area = width * height * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        log_ratio = torch.log(torch.tensor(ratio))
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
-        w = min(int(round(math.sqrt(area * aspect))), width)
-        h = min(int(round(math.sqrt(area / aspect))), height)
-        top = torch.randint(0, height - h + 1, size=(1,)).item()
-        left = torch.randint(0, width - w + 1, size=(1,)).item()
-        return top, left, h, w
 
 
 def _randaugment(spec: str, input_size: int) -> Callable:
@@ -161,6 +143,7 @@ def check_classes(
         raise DataError(
             f"{split_dir}: found {len(found)} class folders, expected {expected_count}"
             + (f" (first: {', '.join(found[:5])})" if found else "")
+            + "; a subset such as ImageNet-100 states its number in dataset.expected_classes"
         )
     if reference is not None and found != reference:
         missing = sorted(set(reference) - set(found))

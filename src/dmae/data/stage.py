@@ -16,6 +16,7 @@ def prepare(cfg: dict, force: bool = False) -> Path:
     optional = {key: Path(ds[key]) if ds[key] else None for key in ("source_dir", "imagenet_dir")}
     out = prepare_dataset(ds["name"], data_root / "prepared", data_root / "raw" / ds["name"],
                           val_size=ds["val_size"], split_seed=ds["split_seed"],
-                          download_url=ds["download_url"], force=force, **optional)
+                          download_url=ds["download_url"],
+                          expected_classes=ds["expected_classes"], force=force, **optional)
     log.info("prepared %s in %s", ds["name"], out)
     return out
