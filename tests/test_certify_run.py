@@ -259,3 +259,44 @@ def test_tsv_without_meta_is_not_trusted(tmp_path, reference, certify):
 def test_meta_is_plain_json(reference):
     meta = json.loads(meta_path(reference).read_text())
     assert set(meta) == {"settings", "info", "rows"} and meta["rows"] == 12
+
+
+def test_precision_is_recorded_and_checked_on_resume(tmp_path, reference):
+    meta = read_json(meta_path(reference))
+    assert meta["settings"]["precision"] == "fp32" and meta["info"]["compile"] is False
+    out = tmp_path / "cert.tsv"
+    run(out, amp="bf16", max_images=2)
+    assert read_json(meta_path(partial_path(out)))["settings"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision: 'bf16' in the file, 'fp32' now"):
+        run(out, amp="off")
+
+
+def test_amp_off_on_the_cpu_is_the_default_run_byte_for_byte(tmp_path, reference, certify):
+    out = tmp_path / "cert.tsv"
+    certify(out, amp="off")
+    assert out.read_bytes() == reference.read_bytes()
+    assert meta_path(out).read_bytes() == meta_path(reference).read_bytes()
+
+
+def test_bf16_certifies_clear_cases_as_fp32(tmp_path):
+    """bf16 rounds the logits, so a noisy copy near a decision boundary may vote otherwise;
+    an image whose fp32 votes are nearly unanimous keeps its class."""
+    fp32, bf16 = tmp_path / "fp32.tsv", tmp_path / "bf16.tsv"
+    run(fp32)
+    run(bf16, amp="bf16")
+    a, b = read_certification(fp32), read_certification(bf16)
+    clear = a["nA"] >= 0.9 * a["n"]
+    assert clear.sum() >= 4
+    assert (a["predict"][clear] == b["predict"][clear]).all()
+    assert ((a["nA"] - b["nA"]).abs() <= 0.05 * a["n"]).all()
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels: about a minute on 2 cores
+def test_compiled_certification_is_recorded_and_agrees(tmp_path):
+    eager, compiled = tmp_path / "eager.tsv", tmp_path / "compiled.tsv"
+    run(eager)
+    run(compiled, compile=True)
+    assert read_json(meta_path(compiled))["info"]["compile"] is True
+    a, b = read_certification(eager), read_certification(compiled)
+    assert (a["predict"] == b["predict"]).all()
+    assert ((a["nA"] - b["nA"]).abs() <= 1).all()  # other kernels, same fp32 computation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from certify_fixtures import Constant, Threshold, pixel
 from scipy.stats import binom, norm
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dmae.certify import (
     ABSTAIN,
@@ -22,6 +24,7 @@ from dmae.certify import (
     lower_confidence_bound,
     upper_confidence_bound,
 )
+from dmae.certify.smooth import resolve_compile, resolve_precision
 
 
 def test_radius_ceiling_matches_the_paper():
@@ -180,3 +183,95 @@ def test_certifiers_are_built_by_method_name():
     with pytest.raises(ValueError, match="certify.method: unknown method 'sequential'; "
                                          "expected one of adaptive, cohen"):
         build_certifier("sequential", Threshold(), 2, 0.5, **settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision, compile and host transfers of the sampling loop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_runtime_amp_and_compile_resolve_as_for_training():
+    assert [resolve_precision(amp, "cpu") for amp in ("auto", "off", "fp32", "bf16")] == \
+        ["fp32", "fp32", "fp32", "bf16"]
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="runtime.amp: 'tf32'"):
+        resolve_precision("tf32", "cpu")
+    assert [resolve_compile(c, "cpu") for c in ("auto", True, False)] == [False, True, False]
+    assert resolve_compile("auto", "cuda") is True  # a device name; no GPU needed
+    with pytest.raises(ValueError, match="runtime.compile"):
+        resolve_compile("yes", "cpu")
+
+
+class DtypeOf(torch.nn.Module):
+    """A linear classifier that records the dtype its layer computed in."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.seen: set[torch.dtype] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x.flatten(1))
+        self.seen.add(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("amp, dtype", [("auto", torch.float32), ("off", torch.float32),
+                                        ("bf16", torch.bfloat16)])
+def test_the_classifier_runs_at_the_precision_asked_for(amp, dtype):
+    model = DtypeOf()
+    smooth = CohenCertifier(model, num_classes=2, sigma=0.5, n0=4, n=16, alpha=0.1,
+                            batch_size=8, amp=amp)
+    smooth.certify(torch.rand(1, 2, 2), smooth.generator(0, 0))
+    assert smooth.precision == {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    assert model.seen == {dtype}
+
+
+def test_fp32_counts_are_the_plain_sampling_loop():
+    """With amp auto or off on the CPU the votes are exactly those of the loop written out
+    by hand (noise * sigma + x, model, argmax, bincount): no autocast, no other kernels."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).eval()
+    x, sigma, n, batch, chunk = torch.rand(3, 2, 2), 0.5, 300, 64, 32
+    stream = NoiseStream(tuple(x.shape), image_generator(2, 9), chunk)
+    expected = torch.zeros(5, dtype=torch.long)
+    with torch.inference_mode():
+        for size in [batch] * (n // batch) + [n % batch]:
+            votes = model(stream.take(size).mul_(sigma).add_(x)).argmax(dim=1)
+            expected += torch.bincount(votes, minlength=5)
+    for amp in ("auto", "off"):
+        smooth = CohenCertifier(model, num_classes=5, sigma=sigma, n0=1, n=n, alpha=0.1,
+                                batch_size=batch, noise_chunk=chunk, amp=amp)
+        assert torch.equal(smooth.sample_counts(x, n, image_generator(2, 9)), expected)
+
+
+class OpLog(TorchDispatchMode):
+    """Every ATen operator torch runs while the mode is active (a real trace, not a mock)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+# Operators that make the host wait for a CUDA device: .item() / int(t) / a 0-dim index
+# (_local_scalar_dense), and those whose output size depends on the data.
+HOST_SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "bincount", "nonzero",
+              "unique", "_unique", "_unique2", "unique_dim", "unique_consecutive",
+              "masked_select", "repeat_interleave", "histc", "one_hot"}
+
+
+@pytest.mark.parametrize("call", ["certify", "predict"])
+def test_the_sampling_loop_never_waits_for_the_device(call):
+    """Many batches, and not one operator that reads a device value back: the counts stay
+    on the device, and the one transfer per image is the final ``tolist``."""
+    smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=0.5, n0=10, n=300,
+                            alpha=0.01, batch_size=16)
+    with OpLog() as log:
+        getattr(smooth, call)(pixel(0.4), smooth.generator(5, 42))
+    assert log.ops["argmax"] >= 300 // 16  # the trace did see every batch
+    assert not HOST_SYNCS & set(log.ops), sorted(HOST_SYNCS & set(log.ops))

@@ -263,7 +263,7 @@ def test_bf16_autocast_path_runs(tmp_path):
     out = train(fresh_classifier(), stripes(32, 1), stripes(16, 2), hp, tmp_path, progress=False)
     assert out["step"] == 2 and 0 <= out["final"]["val_acc"] <= 1
     assert load_file(tmp_path / "last.safetensors")["head.weight"].dtype == torch.float32
-    with pytest.raises(ValueError, match="^amp:"):
+    with pytest.raises(ValueError, match="^runtime.amp:"):
         train(fresh_classifier(), stripes(32, 1), stripes(16, 2), hparams(amp="fp16"),
               tmp_path / "fp16", device="cpu", progress=False)
 

@@ -201,6 +201,7 @@ def _prepare(cfg: dict, checkpoint, sigma: float, image_path, index: int,
     method, sampling = method_settings(cfg)
     certifier = build_certifier(method, model, meta["num_classes"], sigma,
                                 batch_size=cfg["certify"]["batch_size"], device=device,
+                                amp=cfg["runtime"]["amp"], compile=cfg["runtime"]["compile"],
                                 **sampling)
     return certifier, x
 

@@ -18,10 +18,12 @@ class (n_used is n for the cohen method; the adaptive one stops early, never pas
 a rerun writes the same bytes; the job's log has the speed.
 
 Settings recorded (and checked on resume): sigma, n0, n, alpha, seed, num_classes, noise_chunk,
-the number and sha256 of the full index list, the shard, the caller's ``config`` (e.g. the
-model fingerprint) and the certification ``method``: its name and parameters. The batch size is
-NOT a setting: noise is drawn in fixed chunks per image, so it only changes speed (it is
-recorded under ``info``, with the device and torch version).
+the ``precision`` the base classifier ran at (fp32, bf16 or fp16: ``runtime.amp`` resolved on
+the device), the number and sha256 of the full index list, the shard, the caller's ``config``
+(e.g. the model fingerprint) and the certification ``method``: its name and parameters. The
+batch size is NOT a setting: noise is drawn in fixed chunks per image, so it only changes speed
+(it is recorded under ``info``, with ``compile``, the device and torch version; like the batch
+size, torch.compile picks other kernels for the same computation).
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def normalize_shard(shard: tuple[int, int] | None) -> list[int] | None:
 
 
 def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num_classes: int,
-                  noise_chunk: int, indices: Sequence[int], shard: list[int] | None,
-                  config: dict | None, method: dict) -> dict[str, Any]:
+                  noise_chunk: int, precision: str, indices: Sequence[int],
+                  shard: list[int] | None, config: dict | None, method: dict) -> dict[str, Any]:
     """The settings that determine a TSV's contents (JSON-normalized for comparison)."""
     settings = {
         "format": FORMAT,
@@ -112,6 +114,7 @@ def make_settings(*, sigma: float, n0: int, n: int, alpha: float, seed: int, num
         "seed": int(seed),
         "num_classes": int(num_classes),
         "noise_chunk": int(noise_chunk),
+        "precision": precision,
         "indices": {"count": len(indices), "sha256": indices_digest(indices)},
         "shard": shard,
         "config": config or {},
@@ -300,7 +303,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                     shard: tuple[int, int] | None = None, config: dict | None = None,
                     progress: bool = True, max_images: int | None = None,
                     noise_chunk: int = DEFAULT_NOISE_CHUNK, method: str = DEFAULT_METHOD,
-                    method_options: dict | None = None) -> CertifyStatus:
+                    method_options: dict | None = None, amp: str = "auto",
+                    compile: bool | str = False) -> CertifyStatus:
     """CERTIFY every image ``dataset[i]`` for i in ``indices`` (or this job's shard of them).
 
     ``dataset[i]`` returns ``(image in [0,1] as [C,H,W] tensor, label)``. ``indices`` are
@@ -311,14 +315,16 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     certified images (leaving a resumable ``.partial``). ``method`` names the certifier
     (``CERTIFIERS``) and ``method_options`` are its settings beyond n0, n and alpha (e.g. the
     adaptive method's ``radii``). The model is moved to ``device`` (default: CUDA when
-    available) and put in eval mode.
+    available) and put in eval mode. ``amp`` and ``compile`` take the values of
+    ``runtime.amp`` and ``runtime.compile``: amp "auto" is fp32 on the CPU and bf16 on CUDA
+    (``dmae.certify.smooth.resolve_precision``), compile "auto" compiles on CUDA only.
 
     Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
                                 batch_size=batch_size, device=device, noise_chunk=noise_chunk,
-                                **(method_options or {}))
+                                amp=amp, compile=compile, **(method_options or {}))
     if max_images is not None and max_images < 0:
         raise ValueError(f"max_images must be >= 0, got {max_images}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -332,9 +338,10 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     seed = int(seed)
     settings = make_settings(sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed,
                              num_classes=num_classes, noise_chunk=noise_chunk,
-                             indices=all_indices, shard=shard_spec, config=config,
-                             method=certifier.parameters())
-    info = {"batch_size": batch_size, "device": str(device), "torch": torch.__version__}
+                             precision=certifier.precision, indices=all_indices,
+                             shard=shard_spec, config=config, method=certifier.parameters())
+    info = {"batch_size": batch_size, "compile": certifier.compiled, "device": str(device),
+            "torch": torch.__version__}
 
     out_tsv = Path(out_tsv)
     if out_tsv.exists():

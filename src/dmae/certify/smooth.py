@@ -7,6 +7,11 @@ added in [0,1] pixel space (the model normalizes internally) and is never clippe
 Noise is drawn from one ``torch.Generator`` per test image, in fixed-size chunks of
 ``noise_chunk`` samples, so the noise an image sees does not depend on the batch size (a single
 ``randn`` call of a different shape would give different numbers).
+
+The base classifier runs at the precision ``runtime.amp`` resolves to (``resolve_precision``:
+fp32 on the CPU, bf16 autocast on CUDA by default) and, with ``runtime.compile``, through
+``torch.compile``. Noise is drawn on the device and votes are tallied there: a certificate
+costs one device-to-host transfer, not one per batch.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
+
+from dmae.precision import PRECISIONS, resolve_precision
 
 ABSTAIN = -1
 DEFAULT_NOISE_CHUNK = 32
@@ -180,10 +187,34 @@ class Prediction:
     n_used: int
 
 
-def inference_autocast(device: torch.device):
-    """The base classifier's precision when certifying: bf16 autocast on CUDA, fp32 elsewhere."""
-    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-            else contextlib.nullcontext())
+# The precisions a certification can run its base classifier at, as recorded in its metadata.
+def resolve_compile(setting: bool | str, device: torch.device | str) -> bool:
+    """Whether ``setting`` (``runtime.compile``: true, false or "auto" = on CUDA only)
+    compiles the base classifier on ``device``."""
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"runtime.compile: {setting!r}; expected true, false or 'auto'")
+    return setting is True or (setting == "auto" and torch.device(device).type == "cuda")
+
+
+def inference_autocast(device: torch.device, precision: str | None = None):
+    """Autocast for the base classifier at ``precision`` (default: what "auto" resolves to on
+    ``device``); fp32 is no autocast context at all."""
+    precision = precision or resolve_precision("auto", device)
+    if PRECISIONS[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision])
+
+
+class Votes(torch.nn.Module):
+    """The base classifier's predicted class of every image of a batch: the part of the
+    sampling loop ``torch.compile`` gets, so the argmax can fuse into the head."""
+
+    def __init__(self, base_classifier: torch.nn.Module):
+        super().__init__()
+        self.base_classifier = base_classifier
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.base_classifier(batch).argmax(dim=1)
 
 
 class Certifier(abc.ABC):
@@ -191,13 +222,16 @@ class Certifier(abc.ABC):
 
     A subclass implements CERTIFY and PREDICT with sampling settings it checks once, when
     built, and is registered in ``dmae.certify.methods.CERTIFIERS``. Noisy copies go through
-    f ``batch_size`` at a time under ``torch.inference_mode`` and ``inference_autocast``; class
-    counts are tallied on the device. The model is put in eval mode.
+    f ``batch_size`` at a time under ``torch.inference_mode`` and ``inference_autocast`` at
+    the precision ``amp`` resolves to (``self.precision``), through ``torch.compile`` when
+    ``compile`` resolves to true (``self.compiled``); class counts are tallied on the device.
+    The model is put in eval mode.
     """
 
     def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
                  batch_size: int = 1000, device: torch.device | str | None = None,
-                 noise_chunk: int = DEFAULT_NOISE_CHUNK):
+                 noise_chunk: int = DEFAULT_NOISE_CHUNK, amp: str = "auto",
+                 compile: bool | str = False):
         check_positive_float("sigma", sigma)
         check_positive_int("batch_size", batch_size)
         check_positive_int("num_classes", num_classes)
@@ -210,6 +244,13 @@ class Certifier(abc.ABC):
         self.sigma = float(sigma)
         self.batch_size = batch_size
         self.noise_chunk = noise_chunk
+        self.precision = resolve_precision(amp, self.device)
+        self.compiled = resolve_compile(compile, self.device)
+        votes = Votes(self.base_classifier)
+        # Compiled lazily, once per certifier: a second batch size (n0's, a last partial
+        # batch) recompiles once into a dynamic-shape graph that serves every later size.
+        self.votes = torch.compile(votes) if self.compiled else votes
+        self._classes = torch.arange(num_classes, device=self.device)
 
     @abc.abstractmethod
     def certify(self, x: torch.Tensor, generator: torch.Generator,
@@ -248,13 +289,15 @@ class Certifier(abc.ABC):
     def count_from(self, stream: NoiseStream, x: torch.Tensor, num: int) -> torch.Tensor:
         """Class counts of f over the next ``num`` samples of ``stream`` added to x."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        with torch.inference_mode(), inference_autocast(self.device):
+        with torch.inference_mode(), inference_autocast(self.device, self.precision):
             remaining = num
             while remaining > 0:
                 size = min(self.batch_size, remaining)
                 batch = stream.take(size).mul_(self.sigma).add_(x)
-                predictions = self.base_classifier(batch).argmax(dim=1)
-                counts += torch.bincount(predictions, minlength=self.num_classes)
+                predictions = self.votes(batch)
+                # Not bincount: on CUDA it reads the largest class back to size its output,
+                # a host sync every batch. Comparing with every class costs B x C flags.
+                counts += (predictions.unsqueeze(1) == self._classes).sum(dim=0)
                 remaining -= size
         return counts
 
@@ -290,8 +333,9 @@ class CohenCertifier(Certifier):
         x = self._prepare(x, generator)
         counts0 = self.sample_counts(x, self.n0, generator)
         counts = self.sample_counts(x, self.n, generator)
-        c_hat = counts0.argmax()  # stays on the device: the only host sync is below
-        c_hat, n_a = torch.stack([c_hat, counts[c_hat]]).tolist()
+        c_hat = counts0.argmax(dim=0, keepdim=True)  # stays on the device: the only host
+        # transfer is below (counts[c_hat] with a 0-dim index would read c_hat back first)
+        c_hat, n_a = torch.cat([c_hat, counts.gather(0, c_hat)]).tolist()
         certified, p_a_lower, radius = certify_from_counts(n_a, self.n, self.alpha, self.sigma)
         if not certified:
             return Certificate(ABSTAIN, 0.0, n_a, p_a_lower, self.n)
@@ -311,7 +355,7 @@ class CohenCertifier(Certifier):
 def top_two(counts: torch.Tensor) -> tuple[int, int, int]:
     """The most frequent class, its count and the runner-up's count (0 for one class)."""
     top2 = torch.topk(counts, k=min(2, len(counts)))
-    values, classes = top2.values.tolist(), top2.indices.tolist()
+    values, classes = torch.stack([top2.values, top2.indices]).tolist()  # one transfer
     return int(classes[0]), values[0], values[1] if len(values) > 1 else 0
 
 

@@ -38,8 +38,8 @@ def certify(cfg: dict, checkpoint: Path, sigma: float, out: Path,
         model, images, certify_indices(cfg, len(images)), sigma, n0=n0, n=n, alpha=alpha,
         batch_size=c["batch_size"], seed=c["seed"], out_tsv=out,
         num_classes=meta["num_classes"], device=runtime.shard_device(cfg, shard),
-        shard=shard,
-        config=fingerprint, method=method, method_options=sampling)
+        shard=shard, config=fingerprint, method=method, method_options=sampling,
+        amp=cfg["runtime"]["amp"], compile=cfg["runtime"]["compile"])
     log.info("certified %d/%d images -> %s", status.done, status.total, status.tsv)
 
 

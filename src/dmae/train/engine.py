@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from dmae.checkpoint import load_into, save_checkpoint
 from dmae.models.common import add_gaussian_noise
+from dmae.precision import PRECISIONS, resolve_precision
 from dmae.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -103,16 +104,7 @@ def amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
 
     "auto" is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere.
     """
-    if hp.amp == "off" or (hp.amp == "auto" and device.type != "cuda"):
-        return None
-    if hp.amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"amp: 'fp16' needs a CUDA device, got {device}; expected "
-                             "'auto', 'bf16' or 'off'")
-        return torch.float16
-    if hp.amp == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    return PRECISIONS[resolve_precision(hp.amp, device)]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
