@@ -190,6 +190,20 @@ def _run_dvc(remote: Remote, args: list[str], root: Path | str, action: str) -> 
         raise _failure(remote, proc.stderr, action)
 
 
+def _ask_remote(configfile: str, stages, root: Path | str, dvc_yaml: str | None, action: str
+                ) -> tuple[str, list[str], Remote, list[str]]:
+    """The pipeline file, DVC targets, default remote and the outputs the remote cannot
+    serve for a pull or push (``action``: "pulled" or "pushed"); ``RemoteError`` when the
+    remote cannot be reached."""
+    dvc_yaml = dvc_yaml or dvc_file(configfile)
+    targets = _targets(dvc_yaml, list(stages), root)
+    remote = default_remote(root)
+    if why := _unreachable(remote, pulling=action == "pulled"):
+        raise RemoteError(f"cannot reach {remote}: {why}\nNothing was {action}.")
+    missing = _cloud_status(remote, dvc_yaml, targets, root, action).get("missing")
+    return dvc_yaml, targets, remote, missing or []
+
+
 def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path | str = ".",
          dvc_yaml: str | None = None) -> list[str]:
     """``make pull``: fetch the cached outputs of ``stages`` of the pipeline of ``configfile``
@@ -197,12 +211,9 @@ def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
     ``touch_pulled``; return the stages marked up to date. Raise ``RemoteError`` before DVC
     writes anything when the remote cannot be reached, refuses the credentials, or lacks one
     of those outputs."""
-    dvc_yaml = dvc_yaml or dvc_file(configfile)
-    targets = _targets(dvc_yaml, list(stages), root)
-    remote = default_remote(root)
-    if why := _unreachable(remote, pulling=True):
-        raise RemoteError(f"cannot reach {remote}: {why}\nNothing was pulled.")
-    if missing := _cloud_status(remote, dvc_yaml, targets, root, "pulled").get("missing"):
+    dvc_yaml, targets, remote, missing = _ask_remote(configfile, stages, root, dvc_yaml,
+                                                     "pulled")
+    if missing:
         raise RemoteError(
             f"{len(missing)} output(s) of {dvc_yaml} are neither on {remote} nor in this "
             f"repository's cache:\n  " + "\n  ".join(sorted(missing)) + "\nNothing was "
@@ -217,12 +228,9 @@ def push(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
     """``make push``: upload the cached outputs of ``stages`` (all when empty) and of the
     stages they depend on to the default remote; ``RemoteError`` as for ``pull``, or when an
     output recorded in dvc.lock is in neither this repository's cache nor the remote."""
-    dvc_yaml = dvc_yaml or dvc_file(configfile)
-    targets = _targets(dvc_yaml, list(stages), root)
-    remote = default_remote(root)
-    if why := _unreachable(remote, pulling=False):
-        raise RemoteError(f"cannot reach {remote}: {why}\nNothing was pushed.")
-    if missing := _cloud_status(remote, dvc_yaml, targets, root, "pushed").get("missing"):
+    dvc_yaml, targets, remote, missing = _ask_remote(configfile, stages, root, dvc_yaml,
+                                                     "pushed")
+    if missing:
         raise RemoteError(
             f"{len(missing)} output(s) recorded in the lock of {dvc_yaml} are neither in this "
             f"repository's cache nor on {remote}:\n  " + "\n  ".join(sorted(missing))
