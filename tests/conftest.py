@@ -34,5 +34,11 @@ def planned_jobs(proc) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
-# After the paths above, which it imports: one smoke run of the workflow per session.
-from workflow_runs import smoke_run  # noqa: E402,F401
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that compare two smoke runs go first: their second run (smoke_rerun) then starts
+    before the first and the two overlap, instead of running one after the other."""
+    items.sort(key=lambda item: "smoke_rerun" not in getattr(item, "fixturenames", ()))
+
+
+# After the paths above, which it imports: the smoke runs of the workflow, made once per session.
+from workflow_runs import smoke_rerun, smoke_run  # noqa: E402,F401

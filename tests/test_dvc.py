@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,18 @@ def test_each_rule_lists_every_library_file_its_command_imports():
     """A file a job imports but its rule does not list would change results without making
     the job (or its DVC stage) stale."""
     assert set(RULE_MODULES) == set(pipeline.RULES)
-    for module in sorted(set(RULE_MODULES.values())):
+
+    def imported_by(module: str) -> set[str]:  # in a fresh process: nothing imported before
         script = ("import json, sys, dmae.cli, " + module + "; print(json.dumps(sorted("
                   "m.__file__ for n, m in sys.modules.items() if n.startswith('dmae') "
                   "and getattr(m, '__file__', None))))")
-        imported = set(json.loads(subprocess.run([sys.executable, "-c", script], check=True,
-                                                 capture_output=True, text=True).stdout))
+        return set(json.loads(subprocess.run([sys.executable, "-c", script], check=True,
+                                             capture_output=True, text=True).stdout))
+
+    modules = sorted(set(RULE_MODULES.values()))
+    with ThreadPoolExecutor(len(modules)) as pool:  # side by side: seconds of imports each
+        imports = dict(zip(modules, pool.map(imported_by, modules), strict=True))
+    for module, imported in imports.items():
         for rule in (r for r, m in RULE_MODULES.items() if m == module):
             listed = {str(path) for path in pipeline.code_files(rule)}
             assert imported <= listed, f"{rule} does not list {sorted(imported - listed)}"

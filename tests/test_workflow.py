@@ -131,7 +131,7 @@ def test_adaptive_certification_reuses_the_classifiers_and_keeps_cohen_beside_it
         "certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
         "report": 1, "default": 1}
     cohen = {p: p.read_bytes() for p in (workdir / layout.certify_dir(cfg)).rglob("*.tsv")}
-    snakemake(workdir, path, "--cores", "2")
+    snakemake(workdir, path, "--cores", "4")  # 2-thread jobs: two overlap their start-ups
 
     assert {p: p.read_bytes() for p in (workdir / layout.certify_dir(cfg)).rglob("*.tsv")} \
         == cohen
@@ -261,11 +261,13 @@ def test_every_job_asks_for_its_resource_group(tmp_path):
 
 @needs_fmnist
 @pytest.mark.slow
-def test_rerun_is_byte_identical_and_compare_flags_a_changed_tsv(smoke_run, tmp_path):
-    workdir, path, cfg = smoke_run
+def test_rerun_is_byte_identical_and_compare_flags_a_changed_tsv(smoke_run, smoke_rerun,
+                                                                 tmp_path):
+    """The session's second smoke run (workflow_runs.smoke_rerun: through SLURM where the
+    session runs the SLURM tests) wrote the first one's bytes."""
+    workdir, _, cfg = smoke_run
     again = tmp_path / "again"
-    again.mkdir()
-    snakemake(again, write_config(again / "smoke.yaml", smoke_cfg()), "--cores", "2")
+    shutil.copytree(smoke_rerun.workdir, again, symlinks=True)  # changed below
     first, second = run_outputs(workdir, cfg), run_outputs(again, cfg)
     assert any(name.endswith(".safetensors") for name in first)
     assert sorted(first) == sorted(second)
@@ -290,7 +292,8 @@ def test_rerun_is_byte_identical_and_compare_flags_a_changed_tsv(smoke_run, tmp_
         f[2], f[3], f[4] = f[1], "1.0", "1"  # predict = label, radius, correct
         changed.append("\t".join(f))
     tsv.write_text("\n".join([header, *changed]) + "\n")
-    snakemake(again, again / "smoke.yaml", "--cores", "1", "--allowed-rules", "report")
+    snakemake(again, write_config(tmp_path / "smoke.yaml", smoke_cfg()), "--cores", "1",
+              "--allowed-rules", "report")
     flagged = compare(a, b)
     assert flagged.returncode == 1, flagged.stdout + flagged.stderr
     assert "beyond" in flagged.stdout and "certified_accuracy" in flagged.stdout

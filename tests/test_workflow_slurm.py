@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -15,9 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
+from conftest import REPO, planned_jobs
 from data_fixtures import write_fashion_mnist_fixture
-from workflow_runs import run_outputs, smoke_cfg, snakemake, write_config
+from workflow_runs import (
+    cluster_env,
+    on_cluster,
+    readme_cluster_command,
+    run_outputs,
+    smoke_cfg,
+    snakemake,
+    write_config,
+)
 
 from dmae import config as cfglib
 from dmae import layout
@@ -27,28 +34,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # Rules without a command: Snakemake finishes them itself, they never become SLURM jobs.
 NO_COMMAND = {"default", "all"}
-
-
-def readme_cluster_command() -> list[str]:
-    """The snakemake line of the README block that this module runs."""
-    text = (REPO / "README.md").read_text()
-    block = text.split("<!-- tests/test_workflow_slurm.py runs", 1)[1]
-    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.splitlines() if line.startswith("snakemake ")]
-    assert len(lines) == 1, block
-    return shlex.split(lines[0])
-
-
-def on_cluster(cluster, command: list[str], workdir: Path, *targets: str) -> list[str]:
-    """``command`` (a snakemake line, paths relative to the repository) for a scratch folder,
-    with the first status check after 1 s instead of 40 (a one-node cluster is quick)."""
-    assert command[0] == "snakemake"
-    return [str(BIN / "snakemake"), *command[1:], "-d", str(workdir),
-            "--slurm-init-seconds-before-status-checks", "1", *targets]
-
-
-def cluster_env(cluster) -> dict[str, str]:
-    return {**cluster.env, "PATH": f"{BIN}:{cluster.env['PATH']}"}
 
 
 def slurm_jobs(cluster, run_id: str) -> list[tuple[str, str, str]]:
@@ -66,34 +51,22 @@ def run_id(proc_output: str) -> str:
     return re.search(r"SLURM run ID: (\S+)", proc_output)[1]
 
 
-@pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
-def test_the_readme_command_runs_every_job_on_slurm_with_local_results(slurm_cluster, request,
-                                                                        tmp_path):
+def test_the_readme_command_runs_every_job_on_slurm_with_local_results(slurm_cluster, smoke_run,
+                                                                        smoke_rerun, tmp_path):
+    """The second smoke run of the session is the README's cluster command (workflow_runs)."""
     command = readme_cluster_command()
     assert "config/smoke.yaml" in command and "profiles/slurm" in command
-    workdir, log = tmp_path / "slurm", tmp_path / "snakemake.log"
-    with open(log, "w") as out:  # a file, not a pipe, which nobody reads until it ends
-        proc = subprocess.Popen(on_cluster(slurm_cluster, command, workdir), cwd=REPO,
-                                env=cluster_env(slurm_cluster), stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    try:
-        # The local run to compare with, made meanwhile unless an earlier test made it.
-        local, _, cfg = request.getfixturevalue("smoke_run")
-        proc.wait(timeout=1800)
-    finally:
-        proc.kill()  # nothing left to kill once it has ended
-    output = log.read_text()
-    assert proc.returncode == 0, output[-5000:]
+    assert smoke_rerun.slurm_output is not None, "the second smoke run did not use SLURM"
 
-    jobs = slurm_jobs(slurm_cluster, run_id(output))
+    jobs = slurm_jobs(slurm_cluster, run_id(smoke_rerun.slurm_output))
     assert {state for _, state, _ in jobs} == {"COMPLETED"}, jobs
     fresh = tmp_path / "fresh"
     planned = planned_jobs(snakemake(fresh, write_config(tmp_path / "s.yaml", smoke_cfg()), "-n"))
     assert Counter(rule for _, _, rule in jobs) == {
         rule: n for rule, n in planned.items() if rule not in NO_COMMAND}
 
-    ours, theirs = run_outputs(workdir, cfg), run_outputs(local, cfg)
+    local, _, cfg = smoke_run
+    ours, theirs = run_outputs(smoke_rerun.workdir, cfg), run_outputs(local, cfg)
     assert sorted(ours) == sorted(theirs)
     assert any(name.endswith(".safetensors") for name in ours)
     assert any(name.endswith(".tsv") for name in ours) and any("tables/" in n for n in ours)
@@ -134,7 +107,7 @@ def test_a_cancelled_two_process_finetuning_resumes_to_the_uninterrupted_weights
         # The reference, meanwhile: the same job run locally, uninterrupted (torchrun with 2
         # processes too). Running beside the cluster's jobs slows them, never changes them.
         reference = pool.submit(snakemake, local, path, "--cores", "2", str(target))
-        proc = subprocess.Popen(on_cluster(slurm_cluster, command, slurm, str(target)),
+        proc = subprocess.Popen(on_cluster(command, slurm, str(target)),
                                 cwd=REPO, env=cluster_env(slurm_cluster),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         resume = slurm / target.parent / "resume.pt"
