@@ -20,11 +20,16 @@ from dmae import config as cfglib
 from dmae import layout
 
 
-def snakemake(workdir, configfile, *args, check=True):
+def snakemake_command(workdir, configfile, *args) -> tuple[list[str], dict[str, str]]:
+    """The real snakemake on this checkout's Snakefile for ``workdir``, and its environment."""
     # Targets and options first: --configfile takes every value up to the next option.
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args,
            "--configfile", str(configfile)]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return cmd, {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
+def snakemake(workdir, configfile, *args, check=True):
+    cmd, env = snakemake_command(workdir, configfile, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -114,10 +119,9 @@ def smoke_rerun(request, tmp_path_factory) -> SmokeRerun:
     if cluster is not None:
         cmd, cwd, env = on_cluster(readme_cluster_command(), workdir), REPO, cluster_env(cluster)
     else:
-        path = write_config(root / "smoke.yaml", smoke_cfg())
-        cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--cores", "2", "--configfile", str(path)]
-        cwd, env = root, {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+        cmd, env = snakemake_command(workdir, write_config(root / "smoke.yaml", smoke_cfg()),
+                                     "--cores", "2")
+        cwd = root
     with open(log, "w") as out:  # a file, not a pipe, which nobody reads until it ends
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 text=True)
