@@ -54,7 +54,10 @@ check: venv
 	git archive HEAD "$$results/tables" | tar -x -C "$$ref" && \
 	$(BIN)/dmae compare "$$ref/$$results" "$$results" && \
 	if [ "$(CONFIG)" = config/default.yaml ]; then \
-		$(BIN)/dvc status dvc.yaml && $(BIN)/dvc status --quiet dvc.yaml && \
+		$(BIN)/dvc status dvc.yaml && { $(BIN)/dvc status --quiet dvc.yaml || { \
+		$(BIN)/python -c "import sys; from dmae import io, reproducibility as r; \
+		print(r.other_vendor_note(io.read_json(sys.argv[1])))" "$$results/tables/run_info.json"; \
+		exit 1; }; } && \
 		echo "check: every output has the hash dvc.lock records"; fi
 
 ## make pages: after make reproduce, open the run's report.html and DVC's plots page (made

@@ -105,7 +105,7 @@ def test_prepare_imports_neither_torchvision_nor_models_nor_training(tmp_path):
     """Every job pays for its imports: `dmae prepare` (of an ImageNet folder of the 3 classes
     its dataset.expected_classes states) loads none of what only the model stages need."""
     root = write_imagenet_fixture(tmp_path / "ILSVRC2012", ["n01000000", "n02000000", "n03000000"])
-    heavy = ("torchvision", "timm", "scipy", "pandas", "dmae.models", "dmae.train",
+    heavy = ("torch", "torchvision", "timm", "scipy", "pandas", "dmae.models", "dmae.train",
              "dmae.certify")
     script = ("import sys; from dmae import cli; rc = cli.main(sys.argv[1:]); "
               f"print(sorted(set({heavy!r}) & set(sys.modules))); sys.exit(rc)")
@@ -115,6 +115,29 @@ def test_prepare_imports_neither_torchvision_nor_models_nor_training(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert read_manifest(tmp_path / "data" / "prepared" / "imagenet")["num_classes"] == 3
+
+
+def test_report_and_merge_jobs_load_no_torch(tmp_path):
+    """The report reads TSVs and a merge job joins them: neither loads torch or timm (seconds
+    a job), and both still run their command."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(cfg))
+    script = ("import sys; from dmae import cli; rc = cli.main(sys.argv[1:]); "
+              "print(sorted({'torch', 'timm', 'torchvision'} & set(sys.modules))); sys.exit(rc)")
+
+    def run(*args):
+        return subprocess.run([str(BIN / "python"), "-c", script, *args, "--config",
+                               "smoke.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+
+    report = run("report")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.strip() == "[]"
+    assert "0 of 4 runs certified" in report.stderr
+    assert (tmp_path / "results" / "smoke" / "tables" / "certified_accuracy.csv").is_file()
+    merge = run("merge-certify", "a.tsv", "b.tsv", "--out", "merged.tsv")
+    assert merge.returncode == 2 and merge.stdout.strip() == "[]", merge.stderr
+    assert "manifest.json: not found" in merge.stderr and not (tmp_path / "merged.tsv").exists()
 
 
 def test_a_data_error_is_one_line_and_exit_2(tmp_path):

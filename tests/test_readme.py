@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
@@ -38,6 +39,10 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     assert info["wall_time_min"] == pytest.approx((1_000_900 - (1_000_000 - 60)) / 60, abs=0.1)
     assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
     assert f"CPU ({reproducibility.machine_isa()})" in info["machine"]
+    vendor = next(line.split(":")[1].strip()
+                  for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("vendor_id"))
+    assert info["cpu_vendor"] == {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}[vendor]
     assert info["cpu_isa"] == "avx2" and info["versions"]["torch"] == metadata.version("torch")
     assert info["lock_sha256"] == sha256_file(REPO / "requirements.lock")
 

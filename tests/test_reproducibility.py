@@ -111,6 +111,17 @@ def test_every_stage_log_records_the_pin(workdir):
     assert "ATEN_CPU_CAPABILITY=avx2" in text and "MKL_CBWR=AVX2,STRICT" in text
 
 
+def test_a_reference_from_another_cpu_vendor_is_named():
+    """make check explains hash differences when the lock's run had another vendor's CPU."""
+    ours = reproducibility.cpu_vendor()
+    assert ours in ("Intel", "AMD")  # every x86-64 machine the suite runs on
+    theirs = {"Intel": "AMD", "AMD": "Intel"}[ours]
+    note = reproducibility.other_vendor_note({"cpu_vendor": theirs})
+    assert f"an {theirs} CPU" in note and f"an {ours} one" in note
+    assert reproducibility.other_vendor_note({"cpu_vendor": ours}) == ""
+    assert reproducibility.other_vendor_note({}) == ""  # older run_info.json: not recorded
+
+
 def test_bad_cpu_isa_is_named():
     with pytest.raises(ValueError, match="runtime.cpu_isa: 'avx512'"):
         reproducibility.pin_cpu_kernels("avx512")

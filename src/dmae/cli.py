@@ -147,17 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log", help="also write the log to this file")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    # Commands that never load torch say so: they skip setting torch's threads (runtime.setup).
+    common.set_defaults(uses_torch=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
 
     p = sub.add_parser("validate-config", parents=[common], help="check a config file")
-    p.set_defaults(func=cmd_validate_config)
+    p.set_defaults(func=cmd_validate_config, uses_torch=False)
 
     p = sub.add_parser(
         "prepare", parents=[common],
         help="verify and prepare the config's dataset under <paths.data>/prepared/<dataset>",
     )
     p.add_argument("--force", action="store_true", help="prepare again even if up to date")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=cmd_prepare, uses_torch=False)
 
     p = sub.add_parser(
         "pretrain", parents=[common],
@@ -220,13 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("shards", nargs="+", type=Path, help="shard TSVs")
     p.add_argument("--out", required=True, type=Path, help="merged TSV")
-    p.set_defaults(func=cmd_merge_certify)
+    p.set_defaults(func=cmd_merge_certify, uses_torch=False)
 
     p = sub.add_parser(
         "report", parents=[common],
         help="certified-accuracy tables (CSV, Markdown, LaTeX) and figures for the config",
     )
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, uses_torch=False)
 
     p = sub.add_parser(
         "run-info", parents=[common],
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--readme", type=Path, default=Path("README.md"))
     p.add_argument("--check", action="store_true", help="fail if the section is out of date")
-    p.set_defaults(func=cmd_readme_results)
+    p.set_defaults(func=cmd_readme_results, uses_torch=False)
 
     p = sub.add_parser(
         "reconstruct", parents=[common],
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             from dmae import runtime
 
             cfg = cfglib.load(args.config)
-            runtime.setup(cfg, args.threads)  # before any stage computes
+            runtime.setup(cfg, args.threads, args.uses_torch)  # before any stage computes
         return args.func(args, cfg) or 0
     except _expected_errors() as err:  # evaluated only when something was raised
         log.error("%s", err)

@@ -5,11 +5,13 @@ or AVX-512), oneDNN's convolutions and MKL's matrix products each have one path 
 instruction set, and each path rounds differently. The same seed therefore trained different
 weights on an AVX2 and an AVX-512 machine. ``runtime.cpu_isa: avx2`` (the schema's default)
 pins all three to their AVX2 code, which every x86-64 CPU since 2015 runs, so a CPU run writes
-the same bytes on any such machine, given the same package versions (requirements.lock) and
-threads per job (the config's ``resources``). Measured on an AVX-512 CPU (benchmarks/README.md):
-ATen and oneDNN each changed the trained weights; MKL already ran its AVX2 code there (an AMD
-CPU), but it honours the setting, and on an Intel AVX-512 CPU it is what keeps MKL's matrix
-products off AVX-512. ``native`` leaves the choice to the libraries, for speed.
+the same bytes on any such machine of the same CPU vendor, given the same package versions
+(requirements.lock) and threads per job (the config's ``resources``). Measured
+(benchmarks/README.md): on an AVX-512 CPU ATen and oneDNN each changed the trained weights. MKL
+honours a named code branch only on Intel CPUs and runs its own code on AMD ones (its
+documentation of MKL_CBWR), so an Intel and an AMD CPU compute weights that differ in their
+last bits; its one branch for both, COMPATIBLE (SSE2), would halve the speed of fine-tuning
+and certification. ``native`` leaves the choice to the libraries, for speed.
 
 GPU runs are outside this promise: cuDNN and cuBLAS are not bitwise stable across GPUs.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -55,10 +58,10 @@ def pin_cpu_kernels(isa: str) -> dict[str, str]:
 
 def check_pinned(isa: str) -> None:
     """Warn when torch's CPU kernels run another path than ``isa`` (torch started earlier)."""
+    if not PINS.get(isa) or "torch" not in sys.modules:  # not started: the pin will hold
+        return
     import torch
 
-    if not PINS.get(isa):
-        return
     used = torch.backends.cpu.get_cpu_capability()
     if used.lower() != PINS[isa]["ATEN_CPU_CAPABILITY"]:
         log.warning("runtime.cpu_isa %s: torch's CPU kernels already run %s in this process; "
@@ -84,6 +87,29 @@ def software(repo: Path = Path(".")) -> dict:
         "pinned": {k: os.environ[k] for k in PINS["avx2"] if k in os.environ},
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def cpu_vendor() -> str:
+    """Intel, AMD or the CPU's own vendor string: the pinned kernels' bytes are shared by CPUs
+    of one vendor (see the module's docstring)."""
+    try:
+        line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("vendor_id")), "")
+    except OSError:
+        line = ""
+    vendor = line.partition(":")[2].strip() or platform.processor() or "unknown"
+    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor)
+
+
+def other_vendor_note(reference: dict) -> str:
+    """Why this machine's outputs may differ from a reference run's (its run_info.json) while
+    its tables agree: the reference ran on another vendor's CPU. Empty when it did not."""
+    theirs, ours = reference.get("cpu_vendor"), cpu_vendor()
+    if theirs is None or theirs == ours:
+        return ""
+    return (f"The reference ran on an {theirs} CPU, this machine has an {ours} one: the pinned "
+            "CPU kernels give the same bytes only on CPUs of one vendor, so across vendors the "
+            "table comparison is the check (README: Same numbers on another machine).")
 
 
 def machine_isa() -> str:

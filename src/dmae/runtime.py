@@ -10,8 +10,10 @@ from dmae import reproducibility
 log = logging.getLogger(__name__)
 
 
-def setup(cfg: dict, threads: int | None = None) -> None:
-    """Pin the CPU kernels the config asks for (before torch computes), then set threads."""
+def setup(cfg: dict, threads: int | None = None, uses_torch: bool = True) -> None:
+    """Pin the CPU kernels the config asks for (before torch computes), then set torch's
+    threads. A command that never loads torch (``uses_torch`` False) only pins, which its
+    child processes inherit: importing torch to set its threads would cost it seconds."""
     isa = cfg["runtime"]["cpu_isa"]
     pinned = reproducibility.pin_cpu_kernels(isa)
     if pinned:
@@ -19,7 +21,7 @@ def setup(cfg: dict, threads: int | None = None) -> None:
                  " ".join(f"{k}={v}" for k, v in pinned.items()))
         reproducibility.check_pinned(isa)
     threads = threads or cfg["runtime"]["threads"]
-    if threads:
+    if threads and uses_torch:
         # A job's threads are shared by the processes torchrun started on this node.
         threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         import torch

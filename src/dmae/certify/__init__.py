@@ -1,58 +1,21 @@
 """Randomized-smoothing certification (Cohen et al. 2019), its adaptive variant and the
 resumable dataset driver."""
 
-from dmae.certify.adaptive import AdaptiveCertifier, SequentialPlan
-from dmae.certify.methods import CERTIFIERS, DEFAULT_METHOD, build_certifier, method_settings
-from dmae.certify.run import (
-    COLUMNS,
-    CertifyStatus,
-    certify_dataset,
-    merge_shards,
-    meta_path,
-    partial_path,
-    read_certification,
-)
-from dmae.certify.smooth import (
-    ABSTAIN,
-    Certificate,
-    Certifier,
-    CohenCertifier,
-    NoiseStream,
-    Prediction,
-    certify_from_counts,
-    image_generator,
-    image_seed,
-    lower_confidence_bound,
-    predict_pvalue,
-    radius_from_bound,
-    upper_confidence_bound,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ABSTAIN",
-    "CERTIFIERS",
-    "COLUMNS",
-    "DEFAULT_METHOD",
-    "AdaptiveCertifier",
-    "Certificate",
-    "Certifier",
-    "CertifyStatus",
-    "CohenCertifier",
-    "NoiseStream",
-    "Prediction",
-    "SequentialPlan",
-    "build_certifier",
-    "certify_dataset",
-    "certify_from_counts",
-    "image_generator",
-    "image_seed",
-    "lower_confidence_bound",
-    "merge_shards",
-    "meta_path",
-    "method_settings",
-    "partial_path",
-    "predict_pvalue",
-    "radius_from_bound",
-    "read_certification",
-    "upper_confidence_bound",
-]
+from dmae import lazy_exports
+
+# Each name is imported from its module on first use (PEP 562): reading and merging
+# certifications (the report, merge jobs) then never loads torch or scipy (seconds per job).
+_EXPORTS = {
+    "adaptive": ("AdaptiveCertifier", "SequentialPlan"),
+    "methods": ("DEFAULT_METHOD", "build_certifier", "method_settings"),
+    "records": ("COLUMNS", "merge_shards", "read_certification"),
+    "run": ("CertifyStatus", "certify_dataset", "meta_path", "partial_path"),
+    "smooth": ("ABSTAIN", "Certificate", "Certifier", "CohenCertifier", "NoiseStream",
+               "Prediction", "certify_from_counts", "image_generator", "image_seed",
+               "lower_confidence_bound", "predict_pvalue", "radius_from_bound",
+               "upper_confidence_bound"),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,14 +1,20 @@
-"""The certification methods a config can choose with ``certify.method``."""
+"""The certification methods a config can choose with ``certify.method``.
+
+Reading a config's method and settings (the report does) loads no torch: the classes are
+imported when a certifier is built.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from dmae.certify.adaptive import AdaptiveCertifier
-from dmae.certify.smooth import Certifier, CohenCertifier
 from dmae.config import schema
 
-CERTIFIERS: dict[str, type[Certifier]] = {"cohen": CohenCertifier, "adaptive": AdaptiveCertifier}
+if TYPE_CHECKING:
+    import torch
+
+    from dmae.certify.smooth import Certifier
+
 # The config schema's default for certify.method, for callers without a config.
 DEFAULT_METHOD = schema()["properties"]["certify"]["properties"]["method"]["default"]
 # The settings of certify (beyond n0, n, alpha) each method takes.
@@ -16,13 +22,22 @@ METHOD_KEYS = {"cohen": (), "adaptive": ("n_max", "radii", "first_look", "growth
                                          "stop_on_mismatch")}
 
 
+def certifiers() -> dict[str, type[Certifier]]:
+    """certify.method -> the class that certifies with it."""
+    from dmae.certify.adaptive import AdaptiveCertifier
+    from dmae.certify.smooth import CohenCertifier
+
+    return {"cohen": CohenCertifier, "adaptive": AdaptiveCertifier}
+
+
 def build_certifier(method: str, base_classifier: torch.nn.Module, num_classes: int,
                     sigma: float, **settings) -> Certifier:
     """The certifier of ``method`` (config ``certify.method``), its settings checked."""
-    if method not in CERTIFIERS:
+    known = certifiers()
+    if method not in known:
         raise ValueError(f"certify.method: unknown method {method!r}; expected one of "
-                         f"{', '.join(sorted(CERTIFIERS))}")
-    return CERTIFIERS[method](base_classifier, num_classes, sigma, **settings)
+                         f"{', '.join(sorted(known))}")
+    return known[method](base_classifier, num_classes, sigma, **settings)
 
 
 def method_settings(cfg: dict) -> tuple[str, dict]:

@@ -221,7 +221,7 @@ class Certifier(abc.ABC):
     """Smoothed classifier g around a base classifier f with Gaussian noise of std ``sigma``.
 
     A subclass implements CERTIFY and PREDICT with sampling settings it checks once, when
-    built, and is registered in ``dmae.certify.methods.CERTIFIERS``. Noisy copies go through
+    built, and is registered in ``dmae.certify.methods.certifiers``. Noisy copies go through
     f ``batch_size`` at a time under ``torch.inference_mode`` and ``inference_autocast`` at
     the precision ``amp`` resolves to (``self.precision``), through ``torch.compile`` when
     ``compile`` resolves to true (``self.compiled``); class counts are tallied on the device.

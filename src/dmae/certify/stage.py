@@ -8,12 +8,10 @@ from pathlib import Path
 
 from dmae import layout, runtime
 from dmae.certify.methods import method_settings
-from dmae.certify.run import certify_dataset, merge_shards
-from dmae.checkpoint import load_checkpoint, load_into
-from dmae.data import get_dataset, load_split, read_manifest
+from dmae.certify.records import merge_shards
+from dmae.data import read_manifest
 from dmae.io import read_json, sha256_file
 from dmae.layout import meta_path, partial_path
-from dmae.models import build_downstream
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +19,10 @@ log = logging.getLogger(__name__)
 def certify(cfg: dict, checkpoint: Path, sigma: float, out: Path,
             shard: tuple[int, int] | None = None) -> None:
     """Certify the config's images (``certify_indices``; this shard of them) into ``out``."""
+    # Here, not at the top: a merge job then loads no torch (seconds per job).
+    from dmae.certify.run import certify_dataset
+    from dmae.data import get_dataset, load_split
+
     model, meta = load_classifier(checkpoint)
     c = cfg["certify"]
     name = cfg["dataset"]["name"]
@@ -59,6 +61,9 @@ def certify_indices(cfg: dict, split_size: int) -> list[int]:
 
 def load_classifier(checkpoint: Path):
     """A fine-tuned classifier rebuilt from its checkpoint's own metadata."""
+    from dmae.checkpoint import load_checkpoint, load_into
+    from dmae.models import build_downstream
+
     state, meta = load_checkpoint(checkpoint)
     model = build_downstream(meta["model_cfg"], meta["num_classes"], meta["task"])
     load_into(model, state, source=str(checkpoint))

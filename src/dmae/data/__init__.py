@@ -8,7 +8,7 @@ into ``<prepared_root>/<name>/`` with a ``manifest.json``; ``load_split`` and
 
 from __future__ import annotations
 
-import importlib
+from dmae import lazy_exports
 
 # Each name is imported from its module on first use (PEP 562): preparing data then never
 # loads torch or torchvision, which only training and certification need (seconds per job).
@@ -16,17 +16,17 @@ _EXPORTS = {
     "archive": ("safe_extract",),
     "base": ("TASKS", "Dataset"),
     "cifar": ("CIFAR10", "Cifar10Spec", "parse_cifar_batch"),
-    "datasets": ("ArraySplit", "ImageIndexSplit", "load_split", "manifest_hash", "read_manifest"),
+    "datasets": ("ArraySplit", "ImageIndexSplit", "load_split"),
     "download": ("download",),
     "errors": ("DataError",),
     "fashion_mnist": ("FASHION_MNIST", "FashionMnistSpec"),
     "idx": ("parse_idx",),
     "imagenet": ("IMAGENET", "ImageNetSpec"),
-    "prepare": ("FORMAT_VERSION", "MANIFEST_NAME", "SPLITS", "prepare_dataset", "split_indices"),
+    "prepare": ("FORMAT_VERSION", "MANIFEST_NAME", "SPLITS", "manifest_hash", "prepare_dataset",
+                "read_manifest", "split_indices"),
     "registry": ("DATASET_NAMES", "DATASETS", "get_dataset"),
     "sources": ("SourceFile",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "CIFAR10",
@@ -58,15 +58,4 @@ __all__ = [
     "split_indices",
 ]
 
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

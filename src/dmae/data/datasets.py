@@ -12,31 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..io import read_json, sha256_file
 from .errors import DataError
-from .prepare import FORMAT_VERSION, MANIFEST_NAME, SPLITS
-
-
-def read_manifest(prepared_dir: Path) -> dict[str, Any]:
-    """The manifest of a prepared folder; DataError if missing or of another format."""
-    path = Path(prepared_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise DataError(f"{path}: not found; prepare the dataset first (dmae prepare)")
-    manifest = read_json(path)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format version {manifest.get('format_version')!r}, expected "
-            f"{FORMAT_VERSION}; prepare the dataset again"
-        )
-    return manifest
-
-
-def manifest_hash(prepared_dir: Path) -> str:
-    """sha256 of ``manifest.json`` (recorded in checkpoints for traceability)."""
-    path = Path(prepared_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise DataError(f"{path}: not found; prepare the dataset first")
-    return sha256_file(path)
+from .prepare import SPLITS, read_manifest
 
 
 class _ManifestInfo:

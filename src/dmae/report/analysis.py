@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta, norm, t
 
-from dmae.certify.run import read_certification
+from dmae.certify.records import read_certification
 from dmae.io import read_json
 from dmae.layout import meta_path
 
@@ -81,7 +81,7 @@ def as_runs(records: Sequence) -> list[Run]:
 
 
 def load(path: str | os.PathLike) -> pd.DataFrame:
-    """A finished certification TSV (see ``dmae.certify.run``)."""
+    """A finished certification TSV (see ``dmae.certify.records``)."""
     return read_certification(path)
 
 

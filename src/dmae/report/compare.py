@@ -11,8 +11,9 @@ nothing, except ``images``: runs that certified different images do not measure 
 thing. A row or table one run lacks is a difference beyond the uncertainty. When only one
 run states a cell's interval (tables made before intervals were stated), its h serves both.
 
-On one machine, and on any x86-64 machine with ``runtime.cpu_isa: avx2``, a rerun of the same
-commit gives identical cells; GPU runs and changed code get the uncertainty check.
+On one machine, and on any x86-64 machine of the same CPU vendor with ``runtime.cpu_isa: avx2``,
+a rerun of the same commit gives identical cells; another vendor's CPU, GPU runs and changed
+code get the uncertainty check.
 """
 
 from __future__ import annotations

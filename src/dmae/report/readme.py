@@ -51,6 +51,7 @@ def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
         # AVX-512 one of the same core count (with native kernels)
         "machine": (f"{os.cpu_count()}-core {platform.machine()} CPU "
                     f"({reproducibility.machine_isa()}), {gpu}"),
+        "cpu_vendor": reproducibility.cpu_vendor(),
         "cpu_isa": cfg["runtime"]["cpu_isa"],
         **software,
         "wall_time_min": round((max(r[1] for r in rows) - min(r[0] for r in rows)) / 60, 1),
@@ -70,7 +71,9 @@ def _software_line(info: dict) -> str:
     if "versions" not in info:
         return "Package versions were not recorded for this run."
     v = info["versions"]
-    pinned = ("CPU kernels pinned to AVX2 (`runtime.cpu_isa: avx2`), so any x86-64 machine "
+    # The pinned bytes are shared by the CPUs of one vendor (dmae.reproducibility).
+    vendor = f"{info['cpu_vendor']} CPU" if "cpu_vendor" in info else "CPU of the same vendor"
+    pinned = (f"CPU kernels pinned to AVX2 (`runtime.cpu_isa: avx2`), so any x86-64 {vendor} "
               "reruns it to the same bytes" if info.get("cpu_isa") == "avx2"
               else f"CPU kernels: {info.get('cpu_capability')} (not pinned)")
     return (f"Python {v['python']}, torch {v['torch']}, timm {v['timm']}, numpy {v['numpy']}, "
