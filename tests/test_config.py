@@ -147,6 +147,23 @@ def test_ablation_config_is_the_default_plus_the_ablation(repo):
     assert {k: ablation["methods"][k] for k in default["methods"]} == default["methods"]
 
 
+def test_configs_of_one_dataset_share_its_prepared_folder_unchanged(repo):
+    """Configs of a dataset write one prepared folder (data/prepared/<dataset>), so they must
+    agree on every setting of its preparation: otherwise running one (the smoke config, say)
+    prepares it anew and makes every other config's results out of date."""
+    from dmae import layout, pipeline
+
+    by_folder: dict = {}
+    for path in CONFIGS:
+        cfg = cfglib.load(path)
+        by_folder.setdefault(layout.prepared_dir(cfg), {})[path.name] = \
+            pipeline.settings(cfg, "prepare_data")
+    assert len(by_folder[Path("data/prepared/fashion-mnist")]) > 2
+    for folder, configs in by_folder.items():
+        distinct = {str(s) for s in configs.values()}
+        assert len(distinct) == 1, (folder, configs)
+
+
 def test_sigma1_study_changes_one_thing_per_method(repo):
     """The validation study records the default of its time (its own rs and dmae); each
     variant differs from those in one place, and it certifies validation images only."""
