@@ -35,11 +35,7 @@ DMAE = [sys.executable, "-m", "dmae.cli"]
 
 
 def cpu_name() -> str:
-    fields = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return f"{fields.get('vendor_id', '?')}, {fields.get('model name', '?')}"
+    return f"{reproducibility.cpuinfo('vendor_id')}, {reproducibility.cpuinfo('model name')}"
 
 
 def mkl_branch(env: dict) -> str:

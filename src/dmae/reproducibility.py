@@ -89,15 +89,23 @@ def software(repo: Path = Path(".")) -> dict:
     }
 
 
+def cpuinfo(field: str) -> str:
+    """The value of ``field`` in /proc/cpuinfo's first processor ("" where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
+    return ""
+
+
 def cpu_vendor() -> str:
     """Intel, AMD or the CPU's own vendor string: the pinned kernels' bytes are shared by CPUs
     of one vendor (see the module's docstring)."""
-    try:
-        line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("vendor_id")), "")
-    except OSError:
-        line = ""
-    vendor = line.partition(":")[2].strip() or platform.processor() or "unknown"
+    vendor = cpuinfo("vendor_id") or platform.processor() or "unknown"
     return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor)
 
 
@@ -114,11 +122,7 @@ def other_vendor_note(reference: dict) -> str:
 
 def machine_isa() -> str:
     """The widest vector ISA this CPU has (AVX512, AVX2, ...), whatever torch was pinned to."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), "").split()
-    except OSError:
-        flags = []
+    flags = cpuinfo("flags").split()
     for flag, name in (("avx512f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX")):
         if flag in flags:
             return name
