@@ -272,3 +272,17 @@ def test_bad_input_is_one_line_and_exit_2(setup, dmae, case):
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert code == 2 and out == "" and "Traceback" not in err
     assert len(errors) == 1 and all(word in errors[0] for word in named), err
+
+
+@pytest.mark.parametrize(("expected_classes", "count"), [(None, 1000), (100, 100)])
+def test_without_a_prepared_folder_the_class_count_is_the_configs(tmp_path, expected_classes,
+                                                                   count):
+    """Before ImageNet is prepared, a subset's class count comes from dataset.expected_classes
+    (ImageNet's 1000 when it is null), not from the full dataset's spec."""
+    from dmae.certify.image import dataset_classes
+
+    raw = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
+    raw["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    raw["dataset"]["expected_classes"] = expected_classes
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert dataset_classes(cfglib.load(tmp_path / "c.yaml")) == (count, None)

@@ -301,3 +301,17 @@ def test_compiled_certification_is_recorded_and_agrees(tmp_path):
     a, b = read_certification(eager), read_certification(compiled)
     assert (a["predict"] == b["predict"]).all()
     assert ((a["nA"] - b["nA"]).abs() <= 1).all()  # other kernels, same fp32 computation
+
+
+def test_each_method_takes_exactly_the_settings_the_schema_marks_for_it():
+    """certify.method's choices are the certifier classes, and the keys of certify the schema
+    marks with x-method are the keyword arguments the method's class takes beyond the
+    common ones: a new setting cannot be left out of method_settings, or a stale one kept."""
+    import inspect
+
+    known = methods.certifiers()
+    assert set(methods.METHOD_KEYS) == set(known)
+    common = set(inspect.signature(CohenCertifier.__init__).parameters)
+    for method, cls in known.items():
+        own = set(inspect.signature(cls.__init__).parameters) - common
+        assert own == set(methods.METHOD_KEYS[method]), method

@@ -124,7 +124,11 @@ def _deps(rules: list[str], *inputs: Path | str) -> list[str]:
     for rule in rules:
         files += [f"workflow/rules/{pipeline.RULES[rule].rule_file}",
                   *(str(SRC / part) for part in pipeline.code_parts(rule))]
-    return [*dict.fromkeys(files), *(_p(p) for p in inputs)]
+    files = list(dict.fromkeys(files))
+    # A file inside a listed folder (one rule lists certify/, another certify/stage.py) is
+    # tracked already.
+    files = [f for f in files if not any(f.startswith(f"{d}/") for d in files)]
+    return [*files, *(_p(p) for p in inputs)]
 
 
 def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: str

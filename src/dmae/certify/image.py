@@ -153,7 +153,8 @@ def dataset_classes(cfg: dict) -> tuple[int, list[str] | None]:
             pass
     spec = get_dataset(cfg["dataset"]["name"])
     names = getattr(spec, "class_names", None)
-    count = getattr(spec, "num_classes", None) or getattr(spec, "expected_classes", None)
+    count = (getattr(spec, "num_classes", None) or cfg["dataset"].get("expected_classes")
+             or getattr(spec, "expected_classes", None))  # a subset states its own count
     return int(count or len(names)), list(names) if names else None
 
 

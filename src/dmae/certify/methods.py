@@ -15,11 +15,14 @@ if TYPE_CHECKING:
 
     from dmae.certify.smooth import Certifier
 
+_CERTIFY = schema()["properties"]["certify"]["properties"]
 # The config schema's default for certify.method, for callers without a config.
-DEFAULT_METHOD = schema()["properties"]["certify"]["properties"]["method"]["default"]
-# The settings of certify (beyond n0, n, alpha) each method takes.
-METHOD_KEYS = {"cohen": (), "adaptive": ("n_max", "radii", "first_look", "growth",
-                                         "stop_on_mismatch")}
+DEFAULT_METHOD = _CERTIFY["method"]["default"]
+# The settings of certify (beyond n0, n, alpha) each method takes: the schema marks each
+# with x-method.
+METHOD_KEYS = {method: tuple(key for key, node in _CERTIFY.items()
+                             if node.get("x-method") == method)
+               for method in _CERTIFY["method"]["enum"]}
 
 
 def certifiers() -> dict[str, type[Certifier]]:
