@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from dmae.certify import (
     partial_path,
     read_certification,
 )
-from dmae.io import read_json
+from dmae.io import exclusive, read_json
 
 NUM_CLASSES = 4
 SETTINGS = {"sigma": 0.25, "n0": 8, "n": 64, "alpha": 0.05, "seed": 3,
@@ -315,3 +317,27 @@ def test_each_method_takes_exactly_the_settings_the_schema_marks_for_it():
     for method, cls in known.items():
         own = set(inspect.signature(cls.__init__).parameters) - common
         assert own == set(methods.METHOD_KEYS[method]), method
+
+
+def test_a_second_process_certifying_into_the_same_file_fails_and_writes_nothing(tmp_path):
+    out = tmp_path / "cert.tsv"
+    lock = out.with_name("cert.tsv.lock")
+    # Another process holds the lock: the run fails at once, naming the file, and writes
+    # nothing; the holder's lock is intact.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dmae.io import exclusive\n"
+         "with exclusive(sys.argv[1], 'x'):\n print('held', flush=True); time.sleep(600)",
+         str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RuntimeError, match=f"{out}: another process is writing it"):
+            run(out)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.tsv.lock"]
+    finally:
+        holder.kill()  # killed, it cannot unlock: the kernel drops its lock with the process
+        holder.wait()
+    assert lock.exists()
+    assert run(out).complete and not lock.exists()
+    # In one process too (flock locks each open file, not the process).
+    with exclusive(lock, "test"), pytest.raises(RuntimeError, match="another process"):
+        run(tmp_path / "cert.tsv")

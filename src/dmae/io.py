@@ -7,6 +7,7 @@ end, so an interrupted job never leaves a file (or folder) that looks complete.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +51,34 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``lock`` (a file it creates and removes) while ``what`` is written, or fail at once
+    naming it when another process holds it: two jobs appending to one output would interleave
+    their rows. The lock is the kernel's (flock), so a killed holder never leaves it stale."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"{what}: another process is writing it (it holds {lock}); "
+                               "wait for it to end, or stop it") from None
+        try:  # a holder that just ended removed the file we opened: lock the new one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:

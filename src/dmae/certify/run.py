@@ -38,7 +38,7 @@ from dmae.certify.records import (
     settings_differences,
 )
 from dmae.certify.smooth import DEFAULT_NOISE_CHUNK
-from dmae.io import read_json, write_json
+from dmae.io import exclusive, read_json, write_json
 from dmae.layout import meta_path, partial_path
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     ``runtime.amp`` and ``runtime.compile``: amp "auto" is fp32 on the CPU and bf16 on CUDA
     (``dmae.precision.resolve_precision``), compile "auto" compiles on CUDA only.
 
-    Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete.
+    Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete. While
+    another process certifies into ``out_tsv`` this raises RuntimeError and writes nothing.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
@@ -227,37 +228,40 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
             "torch": torch.__version__}
 
     out_tsv = Path(out_tsv)
-    if out_tsv.exists():
-        check_settings(meta_path(out_tsv), settings)
-        log.info("%s: already complete", out_tsv)
-        return CertifyStatus(out_tsv, True, len(todo), len(todo))
+    # Two processes certifying into one file (a job and a hand-run command) would interleave
+    # their rows in the partial.
+    with exclusive(out_tsv.with_name(out_tsv.name + ".lock"), str(out_tsv)):
+        if out_tsv.exists():
+            check_settings(meta_path(out_tsv), settings)
+            log.info("%s: already complete", out_tsv)
+            return CertifyStatus(out_tsv, True, len(todo), len(todo))
 
-    model = model.to(device).eval()
-    if todo:
-        check_model(model, dataset[todo[0]][0], num_classes, device)
-    out_tsv.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(out_tsv)
-    done = _open_partial(partial, settings, info, todo)
-    remaining = [i for i in todo if i not in done]
-    if max_images is not None:
-        remaining = remaining[:max_images]
-    start = time.perf_counter()
-    with open(partial, "a") as fh:
-        for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
-                        initial=len(done), total=len(done) + len(remaining),
-                        disable=not progress,
-                        mininterval=1.0 if sys.stderr.isatty() else 25.0):
-            image, label = dataset[idx]
-            cert = certifier.certify(image, certifier.generator(seed, idx), label=int(label))
-            _sync_write(fh, format_row(idx, int(label), n0, n, cert))
-    if remaining:
-        seconds = time.perf_counter() - start
-        log.info("certified %d images in %.1f s (%.3f s an image)", len(remaining), seconds,
-                 seconds / len(remaining))
-    finished = len(done) + len(remaining)
-    if finished < len(todo):
-        log.info("%s: stopped after %d of %d images", partial, finished, len(todo))
-        return CertifyStatus(out_tsv, False, finished, len(todo))
-    _finish(partial, out_tsv, settings, info, todo)
-    log.info("%s: complete (%d images)", out_tsv, len(todo))
-    return CertifyStatus(out_tsv, True, len(todo), len(todo))
+        model = model.to(device).eval()
+        if todo:
+            check_model(model, dataset[todo[0]][0], num_classes, device)
+        out_tsv.parent.mkdir(parents=True, exist_ok=True)
+        partial = partial_path(out_tsv)
+        done = _open_partial(partial, settings, info, todo)
+        remaining = [i for i in todo if i not in done]
+        if max_images is not None:
+            remaining = remaining[:max_images]
+        start = time.perf_counter()
+        with open(partial, "a") as fh:
+            for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
+                            initial=len(done), total=len(done) + len(remaining),
+                            disable=not progress,
+                            mininterval=1.0 if sys.stderr.isatty() else 25.0):
+                image, label = dataset[idx]
+                cert = certifier.certify(image, certifier.generator(seed, idx), label=int(label))
+                _sync_write(fh, format_row(idx, int(label), n0, n, cert))
+        if remaining:
+            seconds = time.perf_counter() - start
+            log.info("certified %d images in %.1f s (%.3f s an image)", len(remaining), seconds,
+                     seconds / len(remaining))
+        finished = len(done) + len(remaining)
+        if finished < len(todo):
+            log.info("%s: stopped after %d of %d images", partial, finished, len(todo))
+            return CertifyStatus(out_tsv, False, finished, len(todo))
+        _finish(partial, out_tsv, settings, info, todo)
+        log.info("%s: complete (%d images)", out_tsv, len(todo))
+        return CertifyStatus(out_tsv, True, len(todo), len(todo))
