@@ -107,6 +107,9 @@ def test_ilsvrc_file_names_and_odd_files_index_and_decode(tmp_path):
     root = write_imagenet_fixture(tmp_path / "ILSVRC2012", wnids, [2, 3, 2, 2], [1, 2, 1, 1],
                                   size=(44, 36), ilsvrc_names=True, class_colours=True,
                                   odd_modes=True)
+    # What a copy made on macOS leaves beside each file: AppleDouble metadata, no image.
+    for image in [*root.glob("train/n01440764/*.JPEG"), *root.glob("val/*/*.JPEG")]:
+        image.with_name(f"._{image.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(4092))
     out = _prepare(tmp_path, root, expected_classes=4)
     test = _rows(out / "test.csv")
     assert [int(r["label"]) for r in test] == [0, 1, 2, 3, 3]  # n01491361 has two

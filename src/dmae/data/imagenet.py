@@ -162,8 +162,11 @@ def index_split(
     entries: list[tuple[str, int]] = []
     for label, wnid in enumerate(classes):
         class_dir = split_dir / wnid
+        # Not hidden files: a copy made on macOS leaves an AppleDouble "._<name>.JPEG" (no
+        # image) beside each file.
         files = sorted(
-            p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in allowed
+            p for p in class_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in allowed and not p.name.startswith(".")
         )
         if not files:
             raise DataError(
