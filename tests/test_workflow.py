@@ -64,6 +64,15 @@ def test_smoke_run_produces_every_table_and_figure(smoke_run):
 
 @needs_fmnist
 @pytest.mark.slow
+def test_the_report_lists_methods_in_the_config_files_order(smoke_run):
+    """As `dmae report` run by hand on the file does (the jobs read the effective config)."""
+    workdir, _, cfg = smoke_run
+    table = pd.read_csv(workdir / layout.results_dir(cfg) / "tables" / "certified_accuracy.csv")
+    assert list(dict.fromkeys(table["method"])) == list(smoke_cfg()["methods"]) == ["rs", "dmae"]
+
+
+@needs_fmnist
+@pytest.mark.slow
 def test_snakemake_report_bundles_figures_and_tables(smoke_run, tmp_path):
     workdir, path, _ = smoke_run
     snakemake(workdir, path, "--report", str(tmp_path / "report.html"))

@@ -37,7 +37,7 @@ def snakemake(workdir, configfile, *args, check=True):
 
 
 def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # in order, as a user's file is
     return path
 
 

@@ -50,7 +50,7 @@ os.environ.update(DMAE_CONFIG=EFFECTIVE_CONFIG)
 
 
 def write_effective_config():
-    text = yaml.safe_dump(config, sort_keys=True)
+    text = yaml.safe_dump(config, sort_keys=False)  # the file's order: the report's rows
     current = Path(EFFECTIVE_CONFIG)
     if current.is_file() and current.read_text() == text:
         return
