@@ -341,3 +341,21 @@ def test_a_second_process_certifying_into_the_same_file_fails_and_writes_nothing
     # In one process too (flock locks each open file, not the process).
     with exclusive(lock, "test"), pytest.raises(RuntimeError, match="another process"):
         run(tmp_path / "cert.tsv")
+
+
+def test_on_a_file_system_without_locks_certification_still_runs(tmp_path, monkeypatch, caplog):
+    """Lustre mounted without flock answers flock() with ENOSYS: the run goes on unguarded,
+    saying so, and writes what it writes with locks."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    reference = run(tmp_path / "locked.tsv")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="dmae.io"):
+        status = run(tmp_path / "cert.tsv")
+    assert status.complete and "takes no locks" in caplog.text
+    assert status.tsv.read_bytes() == reference.tsv.read_bytes()
+    assert not (tmp_path / "cert.tsv.lock").exists()

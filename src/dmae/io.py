@@ -7,14 +7,18 @@ end, so an interrupted job never leaves a file (or folder) that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -68,6 +72,12 @@ def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
             os.close(fd)
             raise RuntimeError(f"{what}: another process is writing it (it holds {lock}); "
                                "wait for it to end, or stop it") from None
+        except OSError as error:  # e.g. Lustre mounted without flock: run unguarded
+            if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            log.warning("%s: this file system takes no locks (%s); nothing stops a second "
+                        "process writing %s at the same time", lock, error.strerror, what)
+            break
         try:  # a holder that just ended removed the file we opened: lock the new one
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 break
