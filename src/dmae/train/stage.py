@@ -37,7 +37,7 @@ def pretrain(cfg: dict, model_name: str, pretraining: str, out: Path | None = No
         load_into(model, state, source=init)
         meta["init"] = {"path": init, "sha256": _weights_sha256(init)}
     if not recipe["train"]:
-        save_checkpoint(out / "last", model.state_dict(), {**meta, "epoch": 0})
+        save_checkpoint(out / layout.PRETRAINED, model.state_dict(), {**meta, "epoch": 0})
         log.info("%s used as it is (no continued pretraining) -> %s", meta["init"]["path"], out)
         return out
     _train(cfg, model, model_cfg, hp, out, meta)
