@@ -151,10 +151,9 @@ def dataset_classes(cfg: dict) -> tuple[int, list[str] | None]:
             return int(found["num_classes"]), list(found["class_names"])
         except (DataError, KeyError):
             pass
-    spec = get_dataset(cfg["dataset"]["name"])
+    spec = get_dataset(cfg["dataset"]["name"], cfg["dataset"]["expected_classes"])
     names = getattr(spec, "class_names", None)
-    count = (getattr(spec, "num_classes", None) or cfg["dataset"].get("expected_classes")
-             or getattr(spec, "expected_classes", None))  # a subset states its own count
+    count = getattr(spec, "num_classes", None) or getattr(spec, "expected_classes", None)
     return int(count or len(names)), list(names) if names else None
 
 

@@ -12,7 +12,6 @@ at the end, so an interrupted run leaves nothing that looks complete.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from ..io import atomic_path, read_json, sha256_file, write_json
 from .base import Dataset, spec_identity
 from .errors import DataError
-from .registry import get_dataset
+from .registry import get_dataset, with_expected_classes
 from .sources import Loaded, Locations
 
 log = logging.getLogger(__name__)
@@ -104,11 +103,7 @@ def _resolve_spec(name: str, spec: Dataset | None, expected_classes: int | None)
         spec = default
     elif not isinstance(spec, type(default)):
         raise DataError(f"spec for {name!r} must be a {type(default).__name__}, got {spec!r}")
-    if expected_classes is not None:
-        if not hasattr(spec, "expected_classes"):
-            raise DataError(f"expected_classes: {name} has a fixed set of classes")
-        spec = dataclasses.replace(spec, expected_classes=expected_classes)
-    return spec
+    return with_expected_classes(spec, expected_classes)
 
 
 def _opt_path(path: Path | None) -> Path | None:
