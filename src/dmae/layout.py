@@ -106,6 +106,12 @@ def partial_path(out_tsv: str | os.PathLike) -> Path:
     return out_tsv.with_name(out_tsv.name + ".partial")
 
 
+def lock_path(out_tsv: str | os.PathLike) -> Path:
+    """The lock a certification holds while it writes ``out_tsv`` (dmae.io.exclusive)."""
+    out_tsv = Path(out_tsv)
+    return out_tsv.with_name(out_tsv.name + ".lock")
+
+
 def meta_path(tsv: str | os.PathLike) -> Path:
     """Sidecar settings file of a certification TSV (final or ``.partial``)."""
     tsv = Path(tsv)

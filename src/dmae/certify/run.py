@@ -39,7 +39,7 @@ from dmae.certify.records import (
 )
 from dmae.certify.smooth import DEFAULT_NOISE_CHUNK
 from dmae.io import exclusive, read_json, write_json
-from dmae.layout import meta_path, partial_path
+from dmae.layout import lock_path, meta_path, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     out_tsv = Path(out_tsv)
     # Two processes certifying into one file (a job and a hand-run command) would interleave
     # their rows in the partial.
-    with exclusive(out_tsv.with_name(out_tsv.name + ".lock"), str(out_tsv)):
+    with exclusive(lock_path(out_tsv), str(out_tsv)):
         if out_tsv.exists():
             check_settings(meta_path(out_tsv), settings)
             log.info("%s: already complete", out_tsv)
