@@ -9,20 +9,24 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO
+from workflow_runs import smoke_cfg, write_config
 
 from dmae import config as cfglib
 from dmae import reproducibility
 from dmae.io import sha256_file
-from dmae.report.readme import END, START, run_info, update_readme
+from dmae.report.readme import END, check_readme, run_info, start_marker, update_readme
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
 def test_committed_readme_matches_the_committed_results():
-    proc = subprocess.run([str(BIN / "dmae"), "readme-results", "--config",
-                           "config/default.yaml", "--check"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([str(BIN / "dmae"), "readme-results", "--check"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    text = (REPO / "README.md").read_text()
+    for config, view in (("config/default.yaml", "full"),
+                         ("config/fashion-mnist-sigma1-study.yaml", "table")):
+        assert start_marker(config, view) in text  # the README's results are all generated
 
 
 def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
@@ -47,15 +51,70 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     assert info["lock_sha256"] == sha256_file(REPO / "requirements.lock")
 
 
-def test_update_readme_replaces_only_the_generated_section(tmp_path):
+def _study(tmp_path: Path) -> str:
+    """A config (smoke's methods rs, dmae and sigmas 0.25, 0.5) whose committed tables list
+    its runs in another order than the config's; returns its path relative to tmp_path."""
+    cfg = smoke_cfg()
+    cfg["name"] = "study"
+    cfg["paths"] = {"data": "data", "results": "results"}
+    write_config(tmp_path / "study.yaml", cfg)
+    tables = tmp_path / "results" / "study" / "tables"
+    tables.mkdir(parents=True)
+    rows = [("dmae", 0.5, 61.0, 50.0), ("rs", 0.5, 58.0, 45.0), ("dmae", 0.25, 70.0, 52.0),
+            ("rs", 0.25, 69.0, 49.5)]
+    (tables / "certified_accuracy.csv").write_text(
+        "method,sigma,images,r=0,r=0 lo,r=0 hi,r=0.5,ACR\n"
+        + "".join(f"{m},{s},100,{a},{a - 5},{a + 4},{b},0.4\n" for m, s, a, b in rows))
+    (tables / "base_classifiers.csv").write_text(
+        "method,sigma,epoch,val acc %,val smoothed acc %\n"
+        + "".join(f"{m},{s},1,60.0,{a + 1}\n" for m, s, a, _ in rows))
+    return "study.yaml"
+
+
+def test_update_readme_rewrites_every_block_from_its_config_and_nothing_else(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # block configs and results paths are relative to it
+    config = _study(tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nintro\n\n{START}\nold\n{END}\n\n## Next\n")
-    assert update_readme(readme, f"{START}\nnew\n{END}\n")
-    assert readme.read_text() == f"# Title\n\nintro\n\n{START}\nnew\n{END}\n\n## Next\n"
-    assert not update_readme(readme, f"{START}\nnew\n{END}\n")  # unchanged
-    readme.write_text("# no markers\n")
-    with pytest.raises(ValueError, match="no generated results section"):
-        update_readme(readme, "x")
+    head, middle, tail = "# Title\n\nintro\n", "\nbetween\n", "\n## Next\n"
+    readme.write_text(f"{head}{start_marker(config, 'table')}\nold\n{END}{middle}"
+                      f"{start_marker(config, 'table')}\n{END}{tail}")
+    assert update_readme(readme)
+    text = readme.read_text()
+    blocks = text.split(END)
+    assert len(blocks) == 3 and blocks[0].startswith(head) and blocks[2] == tail
+    assert blocks[1].startswith(middle) and "old" not in text
+    table = blocks[0].split(start_marker(config, "table"))[1]
+    assert table == blocks[1].split(start_marker(config, "table"))[1]
+    rows = [line.split(" | ")[:4] for line in table.strip().splitlines()[2:]]
+    # the config's order (methods rs, dmae; each by sigma), not the file's
+    assert rows == [["| rs", "0.25", "70.0", "69.0 ±5.0"], ["| rs", "0.5", "59.0", "58.0 ±5.0"],
+                    ["| dmae", "0.25", "**71.0**", "**70.0 ±5.0**"],
+                    ["| dmae", "0.5", "62.0", "61.0 ±5.0"]]
+    assert not update_readme(readme)  # unchanged
+    check_readme(readme)
+
+    readme.write_text(text.replace("58.0 ±5.0", "58.1 ±5.0", 1))  # one hand-edited cell
+    with pytest.raises(ValueError, match="results of study.yaml differ"):
+        check_readme(readme)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("# no markers\n", "no generated results block"),
+    (f"x\n{start_marker('study.yaml', 'plot')}\n{END}\n", r"README.md:2: unknown view 'plot'"),
+    (f"{start_marker('study.yaml', 'table')}\n", "has no '<!-- results:end -->'"),
+    (f"{start_marker('study.yaml', 'table')}\n{start_marker('study.yaml', 'table')}\n{END}\n",
+     "README.md:1: results block of study.yaml has no"),
+    (f"{start_marker('missing.yaml', 'table')}\n{END}\n", "names missing.yaml, which does not"),
+])
+def test_a_malformed_readme_is_refused_and_left_as_it_was(tmp_path, monkeypatch, text, error):
+    monkeypatch.chdir(tmp_path)
+    _study(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        update_readme(readme)
+    assert readme.read_text() == text
 
 
 def test_seed_claims_tell_all_overlap_and_no():

@@ -117,15 +117,16 @@ def cmd_run_info(args: argparse.Namespace, cfg: dict) -> None:
     log.info("run information -> %s", write_run_info(cfg))
 
 
-def cmd_readme_results(args: argparse.Namespace, cfg: dict) -> None:
-    from dmae.report.readme import check_readme, results_section, update_readme
+def cmd_readme_results(args: argparse.Namespace, cfg: None) -> None:
+    from dmae.report.readme import check_readme, update_readme
 
-    section = results_section(cfg)
     if args.check:
-        check_readme(args.readme, section)
-        log.info("%s: results section up to date", args.readme)
-    elif update_readme(args.readme, section):
-        log.info("%s: results section rewritten", args.readme)
+        check_readme(args.readme)
+        log.info("%s: every results block up to date", args.readme)
+    elif update_readme(args.readme):
+        log.info("%s: results rewritten", args.readme)
+    else:
+        log.info("%s: results already up to date", args.readme)
 
 
 def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
@@ -237,12 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run_info)
 
     p = sub.add_parser(
-        "readme-results", parents=[common],
-        help="write the README's Results section from the run's committed tables and figures",
+        "readme-results",
+        help="rewrite the README's generated results blocks from the committed result files",
+        description="Each block opens with a marker naming a config and a view (full: the "
+        "Results section; table: one study's table) and is rendered from that run's committed "
+        "tables, figures and run_info.json. Run from the repository root.",
     )
     p.add_argument("--readme", type=Path, default=Path("README.md"))
-    p.add_argument("--check", action="store_true", help="fail if the section is out of date")
-    p.set_defaults(func=cmd_readme_results, uses_torch=False)
+    p.add_argument("--check", action="store_true", help="fail if a block is out of date")
+    p.add_argument("--log", help="also write the log to this file")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_readme_results)
 
     p = sub.add_parser(
         "reconstruct", parents=[common],
