@@ -134,8 +134,10 @@ def test_adaptive_certification_reuses_the_classifiers_and_keeps_cohen_beside_it
     shutil.copytree(source, workdir, symlinks=True)
     adaptive = smoke_cfg()
     adaptive["certify"]["method"] = "adaptive"
+    adaptive["sigmas"] = adaptive["sigmas"][:1]  # one sigma shows it; each run is ~8 s of jobs
     path = write_config(tmp_path / "adaptive.yaml", adaptive)
-    runs = len(layout.runs(cfg))
+    adaptive_cfg = cfglib.load(path)
+    runs = len(layout.runs(adaptive_cfg))
     assert planned_jobs(snakemake(workdir, path, "-n")) == {
         "certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
         "report": 1, "default": 1}
@@ -144,8 +146,7 @@ def test_adaptive_certification_reuses_the_classifiers_and_keeps_cohen_beside_it
 
     assert {p: p.read_bytes() for p in (workdir / layout.certify_dir(cfg)).rglob("*.tsv")} \
         == cohen
-    adaptive_cfg = cfglib.load(path)
-    for model, method, sigma in layout.runs(cfg):
+    for model, method, sigma in layout.runs(adaptive_cfg):
         df = pd.read_csv(workdir / layout.certify_tsv(adaptive_cfg, model, method, sigma),
                          sep="\t")
         assert (df["n_used"] <= cfg["certify"]["n"]).all()
