@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="RUN_A and RUN_B are results folders (results/<name>) or their tables/ "
         "folders. Every cell of the certified-accuracy, best-over-sigma and base-classifier "
         "tables is compared: identical, within the stated uncertainty (each value inside the "
-        "other's 95%% interval), or beyond it.",
+        "other's 95% interval), or beyond it.",
     )
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["dvc-yaml"]:  # its own parser: generate or check dvc.yaml, or --touch
         from dmae import dvcstages
 
-        return dvcstages.main(argv[1:])
+        return dvcstages.main(argv[1:], prog="dmae dvc-yaml")
     args = build_parser().parse_args(argv)
     _setup_logging(args.log, args.verbose)
     try:

@@ -396,9 +396,9 @@ def _write_or_check(configfile: str, out: str, check: bool) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m dmae.dvcstages") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dmae.dvcstages",
+        prog=prog,
         description="Write a config's dvc.yaml (one stage per workflow unit, each running its "
                     "Snakemake target), check it, print where it lives, or, after `dvc pull`, "
                     "mark the pulled outputs up to date for Snakemake.")
