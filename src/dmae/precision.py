@@ -24,5 +24,7 @@ def resolve_precision(amp: str, device: torch.device | str) -> str:
         raise ValueError(f"runtime.amp: 'fp16' needs a CUDA device, got {device}; expected "
                          "'auto', 'bf16' or 'off'")
     if amp == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Native bf16 from Ampere (compute capability 8) on; is_bf16_supported() also says
+        # yes to the slow emulation on a V100 or T4, where fp16 is the fast choice.
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return amp

@@ -206,6 +206,10 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     another process certifies into ``out_tsv`` this raises RuntimeError and writes nothing.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is not None:
+        # a shard's GPU (runtime.shard_device) becomes the process's current one, so nothing
+        # that uses the current device (compiled kernels, caches) opens a context on GPU 0
+        torch.cuda.set_device(device)
     certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
                                 batch_size=batch_size, device=device, noise_chunk=noise_chunk,
                                 amp=amp, compile=compile, **(method_options or {}))

@@ -302,7 +302,8 @@ class Certifier(abc.ABC):
         return counts
 
     def _prepare(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if generator.device.type != self.device.type:
+        if generator.device.type != self.device.type or (
+                self.device.index is not None and generator.device != self.device):
             raise ValueError(f"generator is on {generator.device} but the classifier runs on "
                              f"{self.device}; make it with the certifier's generator()")
         if x.dim() != 3:
