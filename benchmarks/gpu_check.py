@@ -13,7 +13,8 @@ Rows (one table, Markdown):
 - forward / certify / ratio: raw forward images/s of the certifier's own base classifier
   (model + argmax) on a fixed batch, and noisy passes/s through ``CohenCertifier.certify``
   (``benchmarks/certify_throughput.py``'s ``measure``), at bf16 and fp32, batch 400 and 1000,
-  eager; then bf16 at batch 400 through ``torch.compile`` (runtime.compile on CUDA);
+  eager; later bf16 at batch 400 through ``torch.compile`` (runtime.compile on CUDA), and
+  "s/image compiled", whose first image pays the compiles a certification job pays;
 - s/image: one ImageNet-sized image certified as config/imagenet.yaml does it (n0 = 100,
   n = 10,000, batch 400, bf16), timed on its own;
 - host syncs: the number of times the host waits for the device while certifying one image
@@ -29,6 +30,9 @@ Rows (one table, Markdown):
   noisy passes/s at the config's batch size (bf16, eager; CIFAR-10 images are upsampled to
   224 by the model, so they cost what an ImageNet image does); pretraining and fine-tuning of
   ViT-B as epochs x training images / measured images/s.
+
+Rows are printed as each section ends, most important first; a section that raises becomes
+one FAILED row naming the error, and a projection whose rate is missing says "skipped".
 
 Peak memory is ``torch.cuda.max_memory_allocated`` of each row ("-" on the CPU). fp32 is
 torch's default on CUDA: matrix products in full fp32, while cuDNN may run the patch
@@ -51,19 +55,23 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from certify_throughput import machine, measure  # noqa: E402
-from train_throughput import time_steps, train_step  # noqa: E402
+try:
+    import torch
+    import yaml
+    from certify_throughput import machine, measure
+    from train_throughput import time_steps, train_step
 
-from dmae import config as cfglib  # noqa: E402
-from dmae import layout  # noqa: E402
-from dmae.certify import CohenCertifier  # noqa: E402
-from dmae.certify.stage import certify_indices  # noqa: E402
-from dmae.models import build_classifier, build_pretrain_model  # noqa: E402
-from dmae.train import TrainHParams  # noqa: E402
+    from dmae import config as cfglib
+    from dmae import layout
+    from dmae.certify import CohenCertifier
+    from dmae.certify.stage import certify_indices
+    from dmae.models import build_classifier, build_pretrain_model
+    from dmae.train import TrainHParams
+except ModuleNotFoundError as err:  # a GPU image's own Python, without the project's packages
+    sys.exit(f"gpu_check: {sys.executable} cannot import {err.name!r}. Run it with the "
+             "project's environment (make venv), or carry the missing packages' wheels to "
+             "the machine in .gpu-wheels/ (benchmarks/README.md, 'gpu_check.sh').")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -73,6 +81,7 @@ COLUMNS = ("check", "model", "precision", "batch", "value", "unit", "peak GiB", 
 # Test-set sizes of the datasets the paper certifies (certify.stride picks from them).
 TEST_IMAGES = {"imagenet": 50_000, "cifar10": 10_000}
 IMAGENET_TRAIN = 1_281_167  # ILSVRC2012 training images; config/imagenet.yaml holds out val_size
+SMOKE_TIMEOUT_S = 240  # the smoke workflow takes about a minute; the whole check has 8
 
 
 @dataclass(frozen=True)
@@ -117,8 +126,9 @@ class Row:
     def cells(self) -> list[str]:
         value = self.value if isinstance(self.value, str) else _number(self.value)
         peak = "-" if self.peak_gib is None else f"{self.peak_gib:.1f}"
-        return [self.check, self.model, self.precision, self.batch, value, self.unit, peak,
-                "-" if self.seconds is None else f"{self.seconds:.0f}", self.note]
+        cells = [self.check, self.model, self.precision, self.batch, value, self.unit, peak,
+                 "-" if self.seconds is None else f"{self.seconds:.0f}", self.note]
+        return [cell.replace("|", "/") for cell in cells]  # an error message stays one cell
 
 
 def _number(x: float) -> str:
@@ -179,15 +189,15 @@ def image_batch(model: torch.nn.Module, device: torch.device, count: int = 1) ->
                       generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def certification_rows(sizes: Sizes, device: torch.device, compile_rows: bool,
-                       rates: dict) -> list[Row]:
-    """forward / certify / ratio at each precision and batch (eager), then compiled."""
+def certification_rows(sizes: Sizes, device: torch.device, rates: dict,
+                       runs: list[tuple[str, int, bool]] | None = None) -> list[Row]:
+    """forward / certify / ratio of each (precision, batch, compiled) run; by default every
+    precision and batch, eager."""
     rows = []
     model = classifier(sizes.arch, sizes.num_classes, device)
     images = image_batch(model, device)
-    runs = [(p, b, False) for p in ("bf16", "fp32") for b in sizes.batches]
-    if compile_rows:
-        runs.append(("bf16", sizes.batches[0], True))
+    if runs is None:
+        runs = [(p, b, False) for p in ("bf16", "fp32") for b in sizes.batches]
     for precision, batch, compiled in runs:
         start = time.perf_counter()
         with peak_memory(device) as peak:
@@ -239,7 +249,7 @@ def count_host_syncs(certifier: CohenCertifier, image: torch.Tensor) -> tuple[in
 
 
 def per_image_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]:
-    """One image as config/imagenet.yaml certifies it, its host syncs, and ViT-L/16."""
+    """One image as config/imagenet.yaml certifies it, and its host syncs."""
     rows = []
     model = classifier(sizes.arch, sizes.num_classes, device)
     image = image_batch(model, device)[0]
@@ -264,8 +274,39 @@ def per_image_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]
     rows.append(Row("host syncs", sizes.label, "bf16", str(sizes.paper_batch), float(syncs),
                     "per image", None, time.perf_counter() - start,
                     f"{how}; {math.ceil(sizes.paper_n / sizes.paper_batch)} + 1 batches"))
-    del model, certifier
+    return rows
 
+
+def compiled_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]:
+    """torch.compile (what runtime.compile "auto" does on CUDA): the throughput rows at the
+    first batch size, then one image certified as config/imagenet.yaml does it. That first
+    image pays the compiles a certification job pays once: n0's batch, then the
+    dynamic-shape graph that serves n's batches."""
+    rows = certification_rows(sizes, device, rates, [("bf16", sizes.batches[0], True)])
+    model = classifier(sizes.arch, sizes.num_classes, device)
+    image = image_batch(model, device)[0]
+    certifier = CohenCertifier(model, sizes.num_classes, 0.5, n0=sizes.paper_n0,
+                               n=sizes.paper_n, alpha=0.001, batch_size=sizes.paper_batch,
+                               device=device, amp="bf16", compile=True)
+    with peak_memory(device) as peak:
+        sync(device)
+        t0 = time.perf_counter()
+        certifier.certify(image, certifier.generator(0, 1))
+        sync(device)
+        t1 = time.perf_counter()
+        certifier.certify(image.cpu(), certifier.generator(0, 2))
+        sync(device)
+        t2 = time.perf_counter()
+    rows.append(Row("s/image compiled", sizes.label, "bf16", str(sizes.paper_batch), t2 - t1,
+                    "s/image", peak["gib"], t2 - t0,
+                    f"n0 {sizes.paper_n0} + n {sizes.paper_n:,}; the first image took "
+                    f"{t1 - t0:.1f} s with its compiles"))
+    return rows
+
+
+def large_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]:
+    """ViT-L/16 certification at bf16 (for the projection of Table 1)."""
+    rows = []
     large = classifier(sizes.large, sizes.num_classes, device)
     images = image_batch(large, device)
     batch = sizes.batches[0]
@@ -331,6 +372,12 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
     if args.fmnist_dir:
         cfg["dataset"]["source_dir"] = str(source)
     label = "smoke (snakemake -n)" if args.dry else "smoke workflow"
+    path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    missing = [tool for tool in ("snakemake", "dmae") if shutil.which(tool, path=path) is None]
+    if missing:
+        return Row(label, "config/smoke.yaml", "auto", "-", "skipped", "", None, 0.0,
+                   f"{' and '.join(missing)} not installed beside {sys.executable} "
+                   "(make venv)")
     if not args.dry and not source.is_dir():
         return Row(label, "config/smoke.yaml", "auto", "-", "skipped", "", None, 0.0,
                    f"no Fashion-MNIST files at {source} (--fmnist-dir)")
@@ -341,9 +388,14 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
         cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--cores", str(args.cores), *(["-n"] if args.dry else []),
                "--configfile", str(configfile)]
-        env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        env = {**os.environ, "PATH": path}
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                  timeout=SMOKE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return Row(label, "config/smoke.yaml", "auto", "-", "FAILED", "", None,
+                       time.perf_counter() - start, f"still running after {SMOKE_TIMEOUT_S} s")
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -379,7 +431,7 @@ def _job_count(log: str) -> str:
 
 def certification_hours(config: str, rates: dict, sizes: Sizes) -> tuple[float, str]:
     """GPU-hours to certify every (model, method, sigma) of ``config`` at the measured bf16
-    eager rates, with the note saying what was counted."""
+    eager rates, with the note saying what was counted. LookupError names a missing rate."""
     cfg = cfglib.load(REPO / config)
     c = cfg["certify"]
     images = len(certify_indices(cfg, TEST_IMAGES[cfg["dataset"]["name"]]))
@@ -389,44 +441,76 @@ def certification_hours(config: str, rates: dict, sizes: Sizes) -> tuple[float, 
         key = sizes.large if arch == "vit_large_patch16" else sizes.arch
         measured = {b: r for (a, p, b, compiled), r in rates["certify"].items()
                     if a == key and p == "bf16" and not compiled}
+        if not measured:
+            raise LookupError(f"bf16 eager certification rate of {key}")
         batch = min(measured, key=lambda b: abs(b - c["batch_size"]))  # the config's, if run
         seconds += images * (c["n0"] + c["n"]) / measured[batch]
     return seconds / 3600, (f"{len(runs)} certifications x {images:,} images x "
                             f"(n0 {c['n0']} + n {c['n']:,}), cohen")
 
 
-def projection_rows(rates: dict, sizes: Sizes) -> list[Row]:
-    rows = []
-    for table, config in (("Table 1", "config/imagenet.yaml"), ("Table 3", "config/cifar10.yaml")):
-        hours, note = certification_hours(config, rates, sizes)
-        rows.append(Row(f"projected: {table} certification", config, "bf16", "config", hours,
-                        "GPU-hours", None, None, note))
+def training_hours(what: str, rates: dict) -> tuple[float, str]:
+    """GPU-hours of ViT-B pretraining ("pretrain") or CR fine-tuning ("finetune CR") as
+    config/imagenet.yaml runs them, at the measured images/s."""
+    if what not in rates["train"]:
+        raise LookupError(f"{what} rate")
     cfg = cfglib.load(REPO / "config" / "imagenet.yaml")
     train_images = IMAGENET_TRAIN - cfg["dataset"]["val_size"]
-    _, pre_hp = cfglib.pretrain_settings(cfg, "vit_b", "dmae")
-    _, ft_hp = cfglib.finetune_settings(cfg, "vit_b", "dmae", 0.5)
-    epochs = pre_hp["epochs"]
-    pretrain_hours = epochs * train_images / rates["train"]["pretrain"] / 3600
-    rows.append(Row("projected: ViT-B pretraining", "config/imagenet.yaml", "bf16", "config",
-                    pretrain_hours, "GPU-hours", None, None,
-                    f"{epochs} epochs x {train_images:,} images, eager"))
-    sigmas = len(cfg["sigmas"])
-    finetune_hours = sigmas * ft_hp["epochs"] * train_images / rates["train"]["finetune CR"] / 3600
-    rows.append(Row("projected: ViT-B fine-tuning, CR", "config/imagenet.yaml", "bf16",
-                    "config", finetune_hours, "GPU-hours", None, None,
-                    f"{sigmas} sigmas x {ft_hp['epochs']} epochs x {train_images:,} images, "
-                    "eager"))
+    if what == "pretrain":
+        epochs = cfglib.pretrain_settings(cfg, "vit_b", "dmae")[1]["epochs"]
+        runs, note = 1, f"{epochs} epochs x {train_images:,} images, eager"
+    else:
+        epochs = cfglib.finetune_settings(cfg, "vit_b", "dmae", 0.5)[1]["epochs"]
+        runs = len(cfg["sigmas"])
+        note = f"{runs} sigmas x {epochs} epochs x {train_images:,} images, eager"
+    return runs * epochs * train_images / rates["train"][what] / 3600, note
+
+
+def projection_rows(rates: dict, sizes: Sizes) -> list[Row]:
+    """GPU-hours of the paper's tables; a projection whose rate was not measured (its row
+    failed or was skipped) says so instead."""
+    projections = [
+        ("projected: Table 1 certification", "config/imagenet.yaml",
+         lambda: certification_hours("config/imagenet.yaml", rates, sizes)),
+        ("projected: Table 3 certification", "config/cifar10.yaml",
+         lambda: certification_hours("config/cifar10.yaml", rates, sizes)),
+        ("projected: ViT-B pretraining", "config/imagenet.yaml",
+         lambda: training_hours("pretrain", rates)),
+        ("projected: ViT-B fine-tuning, CR", "config/imagenet.yaml",
+         lambda: training_hours("finetune CR", rates)),
+    ]
+    rows = []
+    for check, config, project in projections:
+        try:
+            hours, note = project()
+        except LookupError as missing:
+            hours, note = "skipped", f"no measured {missing.args[0]}"
+        rows.append(Row(check, config, "bf16", "config", hours, "GPU-hours", None, None, note))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def print_table(rows: list[Row]) -> None:
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "|".join("---" for _ in COLUMNS) + "|")
-    for row in rows:
-        print("| " + " | ".join(row.cells()) + " |")
+def print_row(row: Row) -> None:
+    print("| " + " | ".join(row.cells()) + " |", flush=True)
+
+
+def run_section(name: str, produce, rows: list[Row], device: torch.device) -> None:
+    """Add ``produce()``'s rows to ``rows``, printing each at once. A failure (a compile, an
+    out-of-memory) becomes one FAILED row, so it loses nothing measured before or after it."""
+    start = time.perf_counter()
+    try:
+        new = produce()
+    except Exception as err:  # noqa: BLE001 - reported in the table, the check goes on
+        message = (str(err).strip().splitlines() or [""])[0][:200]
+        new = [Row(name, "-", "-", "-", "FAILED", "", None, time.perf_counter() - start,
+                   f"{type(err).__name__}: {message}")]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # what the failed step held
+    for row in new:
+        rows.append(row)
+        print_row(row)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,26 +519,37 @@ def main(argv: list[str] | None = None) -> int:
                           else "cpu" if args.device == "auto" else args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", 0)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {args.device}: torch sees no CUDA device", file=sys.stderr)
+        return 2
     if device.type != "cuda" and not args.dry:
         print("no CUDA device: run with --dry to check the script on the CPU", file=sys.stderr)
         return 2
     sizes = DRY if args.dry else FULL
     begin = time.perf_counter()
     rates: dict = {"certify": {}, "train": {}}  # noisy passes/s; training images/s
-    rows = certification_rows(sizes, device, not args.no_compile and not args.dry, rates)
-    rows += per_image_rows(sizes, device, rates)
-    rows += training_rows(sizes, device, rates)
-    if not args.no_smoke:
-        rows.append(smoke_row(args, device))
-    rows += projection_rows(rates, sizes)
     print(f"\n{'DRY RUN (tiny sizes: the figures mean nothing); ' if args.dry else ''}"
-          f"device {device} ({machine(device)}), torch {torch.__version__}, "
-          f"{time.perf_counter() - begin:.0f} s in all\n")
-    print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"device": str(device), "machine": machine(device), "dry": args.dry,
-             "torch": torch.__version__, "rows": [asdict(r) for r in rows]}, indent=1))
+          f"device {device} ({machine(device)}), torch {torch.__version__}\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "|".join("---" for _ in COLUMNS) + "|", flush=True)
+    # Most important first: when the time runs out, what is printed is kept.
+    sections = [("certify", lambda: certification_rows(sizes, device, rates)),
+                ("s/image", lambda: per_image_rows(sizes, device, rates)),
+                ("training", lambda: training_rows(sizes, device, rates)),
+                ("certify ViT-L", lambda: large_rows(sizes, device, rates))]
+    if not args.no_compile and not args.dry:
+        sections.append(("compiled", lambda: compiled_rows(sizes, device, rates)))
+    if not args.no_smoke:
+        sections.append(("smoke", lambda: [smoke_row(args, device)]))
+    sections.append(("projections", lambda: projection_rows(rates, sizes)))
+    rows: list[Row] = []
+    for name, produce in sections:
+        run_section(name, produce, rows, device)
+        if args.json:  # after every section, so a run cut short keeps its rows
+            Path(args.json).write_text(json.dumps(
+                {"device": str(device), "machine": machine(device), "dry": args.dry,
+                 "torch": torch.__version__, "rows": [asdict(r) for r in rows]}, indent=1))
+    print(f"\n{time.perf_counter() - begin:.0f} s in all")
     return 0
 
 

@@ -29,12 +29,16 @@ def number(cell: str) -> float:
     return float(cell.replace(",", ""))
 
 
+def gpu_check(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--dry", "--cores", "1",
+                           *args], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+
+
 def test_dry_run_prints_every_row(tmp_path):
     out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--dry", "--cores", "1",
-                           "--json", str(out)], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=tmp_path)
+    proc = gpu_check(tmp_path, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DRY RUN" in proc.stdout
     rows = table(proc.stdout)
@@ -61,3 +65,46 @@ def test_dry_run_prints_every_row(tmp_path):
     assert all(r["peak GiB"] == "-" for r in rows)  # no GPU memory on the CPU
     saved = json.loads(out.read_text())
     assert saved["dry"] is True and len(saved["rows"]) == len(rows)
+
+
+def test_a_failing_step_loses_only_its_own_rows(capsys):
+    """A section that raises (a compile, an out-of-memory) becomes one FAILED row naming the
+    error, printed at once; the sections around it keep theirs, and a projection whose rate
+    was never measured says so instead of failing the table."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_check
+
+    def ok(check: str):
+        return lambda: [gpu_check.Row(check, "m", "bf16", "4", 1.0, "s", None, 0.1)]
+
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB | more\nsecond line")
+
+    rows: list = []
+    cpu = gpu_check.torch.device("cpu")
+    for name, produce in (("first", ok("first")), ("compiled", out_of_memory),
+                          ("last", ok("last"))):
+        gpu_check.run_section(name, produce, rows, cpu)
+    printed = table("| " + " | ".join(COLUMNS) + " |\n|---|---|---|---|---|---|---|---|---|\n"
+                    + capsys.readouterr().out)
+    assert [(r["check"], r["value"]) for r in printed] == [
+        ("first", "1"), ("compiled", "FAILED"), ("last", "1")]
+    assert printed[1]["note"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB / more"
+    assert rows[1].value == "FAILED"
+
+    projected = gpu_check.projection_rows({"certify": {}, "train": {}}, gpu_check.FULL)
+    assert len(projected) == 4
+    assert all(r.value == "skipped" and r.note.startswith("no measured ") for r in projected)
+
+
+def test_cuda_asked_for_where_there_is_none_is_refused(tmp_path):
+    proc = gpu_check(tmp_path, "--device", "cuda")
+    assert proc.returncode == 2 and "torch sees no CUDA device" in proc.stderr, proc.stderr
+
+
+def test_a_python_without_the_packages_is_told_what_is_missing(tmp_path):
+    # -S: no site-packages, as a GPU image's Python lacks packages the project needs
+    proc = subprocess.run([sys.executable, "-S", str(REPO / "benchmarks" / "gpu_check.py"),
+                           "--dry"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "cannot import" in proc.stderr and ".gpu-wheels" in proc.stderr, proc.stderr
