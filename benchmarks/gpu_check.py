@@ -373,7 +373,8 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
         cfg["dataset"]["source_dir"] = str(source)
     label = "smoke (snakemake -n)" if args.dry else "smoke workflow"
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
-    missing = [tool for tool in ("snakemake", "dmae") if shutil.which(tool, path=path) is None]
+    tools = {tool: shutil.which(tool, path=path) for tool in ("snakemake", "dmae")}
+    missing = [tool for tool, found in tools.items() if found is None]
     if missing:
         return Row(label, "config/smoke.yaml", "auto", "-", "skipped", "", None, 0.0,
                    f"{' and '.join(missing)} not installed beside {sys.executable} "
@@ -385,7 +386,7 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
     try:
         configfile = workdir / "smoke.yaml"
         configfile.write_text(yaml.safe_dump(cfg))
-        cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+        cmd = [str(tools["snakemake"]), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--cores", str(args.cores), *(["-n"] if args.dry else []),
                "--configfile", str(configfile)]
         env = {**os.environ, "PATH": path}
