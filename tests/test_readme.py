@@ -138,3 +138,17 @@ def test_seed_claims_tell_all_overlap_and_no():
     nothing = spread.copy()
     nothing[["r=1 mean", "r=1 min", "r=1 max"]] = 0.0
     assert "| DMAE + CR > RS | best | — |" in seed_claims(nothing)
+
+
+def test_the_seed_table_lists_the_recipes_in_the_configs_order_with_the_reports_cells():
+    from dmae.report.readme import _seed_table, seeds_results_dir
+
+    cfg = cfglib.load(REPO / "config" / "default.yaml")
+    table = REPO / seeds_results_dir(cfg) / "tables" / "seed_spread.md"
+    rendered = _seed_table(table.with_suffix(".csv"), cfg).splitlines()
+    committed = table.read_text().strip().splitlines()
+    assert rendered[:2] == committed[:2]  # the same header
+    assert sorted(rendered[2:]) == sorted(committed[2:])  # the same rows, maybe reordered
+    methods = [row.split(" | ")[0].lstrip("| ") for row in rendered[2:]]
+    labels = [spec["label"] for spec in cfg["methods"].values()]
+    assert list(dict.fromkeys(methods)) == labels
