@@ -95,7 +95,7 @@ def test_update_readme_rewrites_every_block_from_its_config_and_nothing_else(tmp
     check_readme(readme)
 
     readme.write_text(text.replace("58.0 ±5.0", "58.1 ±5.0", 1))  # one hand-edited cell
-    with pytest.raises(ValueError, match="results of study.yaml differ"):
+    with pytest.raises(ValueError, match=r"results of study.yaml table \(line 4\) differ"):
         check_readme(readme)
 
 
@@ -106,6 +106,11 @@ def test_update_readme_rewrites_every_block_from_its_config_and_nothing_else(tmp
     (f"{start_marker('study.yaml', 'table')}\n{start_marker('study.yaml', 'table')}\n{END}\n",
      "README.md:1: results block of study.yaml has no"),
     (f"{start_marker('missing.yaml', 'table')}\n{END}\n", "names missing.yaml, which does not"),
+    # a mistyped marker (no view) around hand-written text, and an end without a start
+    (f"{start_marker('study.yaml', 'table')}\n{END}\n"
+     f"{start_marker('study.yaml', 'table').replace(' table ', ' ')}\nhand\n{END}\n",
+     "README.md:3: a results marker that belongs to no block"),
+    (f"x\n{END}\n", "README.md:2: a results marker that belongs to no block"),
 ])
 def test_a_malformed_readme_is_refused_and_left_as_it_was(tmp_path, monkeypatch, text, error):
     monkeypatch.chdir(tmp_path)
