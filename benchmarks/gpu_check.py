@@ -47,6 +47,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,11 @@ COLUMNS = ("check", "model", "precision", "batch", "value", "unit", "peak GiB", 
 # Test-set sizes of the datasets the paper certifies (certify.stride picks from them).
 TEST_IMAGES = {"imagenet": 50_000, "cifar10": 10_000}
 IMAGENET_TRAIN = 1_281_167  # ILSVRC2012 training images; config/imagenet.yaml holds out val_size
-SMOKE_TIMEOUT_S = 240  # the smoke workflow takes about a minute; the whole check has 8
+SMOKE_TIMEOUT_S = 240  # the smoke workflow takes about a minute; the whole check has 8 min
+
+
+class MissingRate(Exception):
+    """A projection needs a rate whose row failed or was skipped."""
 
 
 @dataclass(frozen=True)
@@ -277,17 +282,19 @@ def per_image_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]
     return rows
 
 
-def compiled_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]:
+def compiled_rows(sizes: Sizes, device: torch.device, rates: dict,
+                  compiled: bool = True) -> list[Row]:
     """torch.compile (what runtime.compile "auto" does on CUDA): the throughput rows at the
     first batch size, then one image certified as config/imagenet.yaml does it. That first
     image pays the compiles a certification job pays once: n0's batch, then the
-    dynamic-shape graph that serves n's batches."""
-    rows = certification_rows(sizes, device, rates, [("bf16", sizes.batches[0], True)])
+    dynamic-shape graph that serves n's batches. ``compiled=False`` (--dry) runs the same
+    rows eagerly."""
+    rows = certification_rows(sizes, device, rates, [("bf16", sizes.batches[0], compiled)])
     model = classifier(sizes.arch, sizes.num_classes, device)
     image = image_batch(model, device)[0]
     certifier = CohenCertifier(model, sizes.num_classes, 0.5, n0=sizes.paper_n0,
                                n=sizes.paper_n, alpha=0.001, batch_size=sizes.paper_batch,
-                               device=device, amp="bf16", compile=True)
+                               device=device, amp="bf16", compile=compiled)
     with peak_memory(device) as peak:
         sync(device)
         t0 = time.perf_counter()
@@ -300,7 +307,8 @@ def compiled_rows(sizes: Sizes, device: torch.device, rates: dict) -> list[Row]:
     rows.append(Row("s/image compiled", sizes.label, "bf16", str(sizes.paper_batch), t2 - t1,
                     "s/image", peak["gib"], t2 - t0,
                     f"n0 {sizes.paper_n0} + n {sizes.paper_n:,}; the first image took "
-                    f"{t1 - t0:.1f} s with its compiles"))
+                    f"{t1 - t0:.1f} s with its compiles"
+                    + ("" if compiled else " (--dry: not compiled)")))
     return rows
 
 
@@ -377,7 +385,7 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
     missing = [tool for tool, found in tools.items() if found is None]
     if missing:
         return Row(label, "config/smoke.yaml", "auto", "-", "skipped", "", None, 0.0,
-                   f"{' and '.join(missing)} not installed beside {sys.executable} "
+                   f"{' and '.join(missing)} not found beside {sys.executable} or on PATH "
                    "(make venv)")
     if not args.dry and not source.is_dir():
         return Row(label, "config/smoke.yaml", "auto", "-", "skipped", "", None, 0.0,
@@ -432,7 +440,7 @@ def _job_count(log: str) -> str:
 
 def certification_hours(config: str, rates: dict, sizes: Sizes) -> tuple[float, str]:
     """GPU-hours to certify every (model, method, sigma) of ``config`` at the measured bf16
-    eager rates, with the note saying what was counted. LookupError names a missing rate."""
+    eager rates, with the note saying what was counted. MissingRate names a missing rate."""
     cfg = cfglib.load(REPO / config)
     c = cfg["certify"]
     images = len(certify_indices(cfg, TEST_IMAGES[cfg["dataset"]["name"]]))
@@ -443,7 +451,7 @@ def certification_hours(config: str, rates: dict, sizes: Sizes) -> tuple[float, 
         measured = {b: r for (a, p, b, compiled), r in rates["certify"].items()
                     if a == key and p == "bf16" and not compiled}
         if not measured:
-            raise LookupError(f"bf16 eager certification rate of {key}")
+            raise MissingRate(f"bf16 eager certification rate of {key}")
         batch = min(measured, key=lambda b: abs(b - c["batch_size"]))  # the config's, if run
         seconds += images * (c["n0"] + c["n"]) / measured[batch]
     return seconds / 3600, (f"{len(runs)} certifications x {images:,} images x "
@@ -454,7 +462,7 @@ def training_hours(what: str, rates: dict) -> tuple[float, str]:
     """GPU-hours of ViT-B pretraining ("pretrain") or CR fine-tuning ("finetune CR") as
     config/imagenet.yaml runs them, at the measured images/s."""
     if what not in rates["train"]:
-        raise LookupError(f"{what} rate")
+        raise MissingRate(f"{what} rate")
     cfg = cfglib.load(REPO / "config" / "imagenet.yaml")
     train_images = IMAGENET_TRAIN - cfg["dataset"]["val_size"]
     if what == "pretrain":
@@ -484,7 +492,7 @@ def projection_rows(rates: dict, sizes: Sizes) -> list[Row]:
     for check, config, project in projections:
         try:
             hours, note = project()
-        except LookupError as missing:
+        except MissingRate as missing:
             hours, note = "skipped", f"no measured {missing.args[0]}"
         rows.append(Row(check, config, "bf16", "config", hours, "GPU-hours", None, None, note))
     return rows
@@ -507,8 +515,8 @@ def run_section(name: str, produce, rows: list[Row], device: torch.device) -> No
         message = (str(err).strip().splitlines() or [""])[0][:200]
         new = [Row(name, "-", "-", "-", "FAILED", "", None, time.perf_counter() - start,
                    f"{type(err).__name__}: {message}")]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # what the failed step held
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # out of the except: the traceback no longer holds tensors
     for row in new:
         rows.append(row)
         print_row(row)
@@ -516,6 +524,7 @@ def run_section(name: str, produce, rows: list[Row], device: torch.device) -> No
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     if device.type == "cuda" and device.index is None:
@@ -534,24 +543,43 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "|".join("---" for _ in COLUMNS) + "|", flush=True)
     # Most important first: when the time runs out, what is printed is kept.
+    # Most important first (the projections need only the rates measured before them), so
+    # that a run stopped by its time limit keeps what matters.
     sections = [("certify", lambda: certification_rows(sizes, device, rates)),
                 ("s/image", lambda: per_image_rows(sizes, device, rates)),
                 ("training", lambda: training_rows(sizes, device, rates)),
-                ("certify ViT-L", lambda: large_rows(sizes, device, rates))]
-    if not args.no_compile and not args.dry:
-        sections.append(("compiled", lambda: compiled_rows(sizes, device, rates)))
+                ("certify ViT-L", lambda: large_rows(sizes, device, rates)),
+                ("projections", lambda: projection_rows(rates, sizes))]
+    if not args.no_compile:
+        # --dry runs these rows eagerly: it checks their wiring, not the compiler
+        sections.append(("compiled", lambda: compiled_rows(sizes, device, rates,
+                                                           compiled=not args.dry)))
     if not args.no_smoke:
         sections.append(("smoke", lambda: [smoke_row(args, device)]))
-    sections.append(("projections", lambda: projection_rows(rates, sizes)))
     rows: list[Row] = []
     for name, produce in sections:
         run_section(name, produce, rows, device)
         if args.json:  # after every section, so a run cut short keeps its rows
-            Path(args.json).write_text(json.dumps(
-                {"device": str(device), "machine": machine(device), "dry": args.dry,
-                 "torch": torch.__version__, "rows": [asdict(r) for r in rows]}, indent=1))
-    print(f"\n{time.perf_counter() - begin:.0f} s in all")
-    return 0
+            write_json(Path(args.json), {
+                "device": str(device), "machine": machine(device), "dry": args.dry,
+                "torch": torch.__version__, "rows": [asdict(r) for r in rows]})
+    failed = [row.check for row in rows if row.value == "FAILED"]
+    print(f"\n{time.perf_counter() - begin:.0f} s in all"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Written whole or not at all: the time limit may stop the check at any moment."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def stop_on_sigterm() -> None:
+    """The time limit's SIGTERM as SystemExit: a running smoke workflow (subprocess.run) is
+    killed on the way out instead of left behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 if __name__ == "__main__":

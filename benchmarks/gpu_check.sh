@@ -27,4 +27,13 @@ fi
 export PYTHONUNBUFFERED=1
 # One GPU: the first visible one unless the caller chose.
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
-timeout --kill-after=10 "${GPU_CHECK_LIMIT_S:-480}" "$PYTHON" benchmarks/gpu_check.py "$@"
+limit="${GPU_CHECK_LIMIT_S:-480}"
+status=0
+# --foreground: Ctrl-C still reaches the check; its SIGTERM handler ends the smoke workflow
+timeout --foreground --kill-after=10 "$limit" "$PYTHON" benchmarks/gpu_check.py "$@" \
+    || status=$?
+if [[ $status -eq 124 ]]; then
+    echo "gpu_check: stopped after $limit s (GPU_CHECK_LIMIT_S); the rows above are what it" \
+         "measured" >&2
+fi
+exit "$status"

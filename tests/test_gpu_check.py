@@ -39,7 +39,7 @@ def gpu_check(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_dry_run_prints_every_row(tmp_path):
     out = tmp_path / "gpu_check.json"
     proc = gpu_check(tmp_path, "--json", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: a FAILED row
     assert "DRY RUN" in proc.stdout
     rows = table(proc.stdout)
     by_key = {(r["check"], r["precision"], r["batch"]): r for r in rows}
@@ -51,7 +51,7 @@ def test_dry_run_prints_every_row(tmp_path):
             assert number(forward["value"]) > 0 and number(certify["value"]) > 0
             assert number(ratio["value"]) > 0 and ratio["unit"] == "certify / forward"
     checks = [r["check"] for r in rows]
-    for check in ("s/image", "host syncs", "pretrain", "finetune CR",
+    for check in ("s/image", "host syncs", "pretrain", "finetune CR", "s/image compiled",
                   "smoke (snakemake -n)", "projected: Table 1 certification",
                   "projected: Table 3 certification", "projected: ViT-B pretraining",
                   "projected: ViT-B fine-tuning, CR"):
@@ -67,11 +67,11 @@ def test_dry_run_prints_every_row(tmp_path):
     assert saved["dry"] is True and len(saved["rows"]) == len(rows)
 
 
-def test_a_failing_step_loses_only_its_own_rows(capsys):
+def test_a_failing_step_loses_only_its_own_rows(capsys, monkeypatch):
     """A section that raises (a compile, an out-of-memory) becomes one FAILED row naming the
     error, printed at once; the sections around it keep theirs, and a projection whose rate
     was never measured says so instead of failing the table."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import gpu_check
 
     def ok(check: str):
@@ -108,3 +108,12 @@ def test_a_python_without_the_packages_is_told_what_is_missing(tmp_path):
                            "--dry"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1
     assert "cannot import" in proc.stderr and ".gpu-wheels" in proc.stderr, proc.stderr
+
+
+def test_the_time_limit_stops_the_check_and_says_so(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "",
+           "GPU_CHECK_LIMIT_S": "1"}  # torch alone takes longer to import
+    proc = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--dry"],
+                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 124, proc.stderr
+    assert "stopped after 1 s (GPU_CHECK_LIMIT_S)" in proc.stderr
