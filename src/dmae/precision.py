@@ -12,8 +12,9 @@ AMP_SETTINGS = ("auto", "off", "fp32", "bf16", "fp16")  # runtime.amp, plus "fp3
 def resolve_precision(amp: str, device: torch.device | str) -> str:
     """The precision ``amp`` (``runtime.amp``) means on ``device``: "fp32", "bf16" or "fp16".
 
-    "auto" is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere, so a CPU run
-    stays the exact fp32 computation; "off" (or "fp32") is fp32; "fp16" needs CUDA.
+    "auto" is bf16 on CUDA (fp16 on a GPU before compute capability 8, which has no native
+    bf16) and fp32 elsewhere, so a CPU run stays the exact fp32 computation; "off" (or
+    "fp32") is fp32; "fp16" needs CUDA.
     """
     device = torch.device(device)
     if amp not in AMP_SETTINGS:

@@ -102,7 +102,8 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, hp: Trai
 def amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``hp.amp`` on ``device``; None for fp32.
 
-    "auto" is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 elsewhere.
+    "auto" is bf16 on CUDA (fp16 before compute capability 8) and fp32 elsewhere
+    (``dmae.precision.resolve_precision``).
     """
     return PRECISIONS[resolve_precision(hp.amp, device)]
 
