@@ -143,10 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Denoising Masked Autoencoders (ICLR 2023), reproduced stage by stage.",
     )
     parser.add_argument("--version", action="version", version=f"dmae {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    logs = argparse.ArgumentParser(add_help=False)  # every command logs
+    logs.add_argument("--log", help="also write the log to this file")
+    logs.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common = argparse.ArgumentParser(add_help=False, parents=[logs])
     common.add_argument("--config", required=True, help="YAML config file (see config/)")
-    common.add_argument("--log", help="also write the log to this file")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     # Commands that never load torch say so: they skip setting torch's threads (runtime.setup).
     common.set_defaults(uses_torch=True)
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run_info)
 
     p = sub.add_parser(
-        "readme-results",
+        "readme-results", parents=[logs],
         help="rewrite the README's generated results blocks from the committed result files",
         description="Each block opens with a marker naming a config and a view (full: the "
         "Results section; table: one study's table) and is rendered from that run's committed "
@@ -246,8 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--readme", type=Path, default=Path("README.md"))
     p.add_argument("--check", action="store_true", help="fail if a block is out of date")
-    p.add_argument("--log", help="also write the log to this file")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_readme_results)
 
     p = sub.add_parser(
@@ -260,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser(
-        "compare", help="compare two runs' tables cell by cell; exit 1 when a cell differs by "
-        "more than its stated uncertainty",
+        "compare", parents=[logs],
+        help="compare two runs' tables cell by cell; exit 1 when a cell differs by more than "
+        "its stated uncertainty",
         description="RUN_A and RUN_B are results folders (results/<name>) or their tables/ "
         "folders. Every cell of the certified-accuracy, best-over-sigma and base-classifier "
         "tables is compared: identical, within the stated uncertainty (each value inside the "
@@ -271,8 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", type=Path)
     p.add_argument("--show", choices=["all", "different"], default="different",
                    help="cells to list (default: those that are not identical)")
-    p.add_argument("--log", help="also write the log to this file")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_compare)
 
     sub.add_parser(
