@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
-from dmae import dvcstages
+from dmae import dvcsync
 
 NAME = "dvctest"
 CONFIG = f"config/{NAME}.yaml"
@@ -74,7 +74,7 @@ def out_files(checkout: Path, stage_names=None) -> dict[str, str]:
     for name, stage in stages.items():
         if stage_names is not None and name not in stage_names:
             continue
-        for rel in dvcstages._paths(stage.get("outs")) + dvcstages._paths(stage.get("plots")):
+        for rel in dvcsync.entry_paths(stage.get("outs")) + dvcsync.entry_paths(stage.get("plots")):
             path = checkout / rel
             for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
                 if f.is_file():
@@ -124,7 +124,10 @@ def _build_pushed(tmp_path_factory) -> tuple[Path, Path, Path]:
     # allows one owner per output: this repository's only pipeline is the tiny one.
     for committed in ("dvc.yaml", "dvc.lock", "dvc"):
         path = origin / committed
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     env = tool_env(home, origin)
     (origin / CONFIG).write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     run([BIN / "python", "-m", "dmae.dvcstages", "--config", CONFIG], cwd=origin, env=env)

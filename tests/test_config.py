@@ -260,3 +260,26 @@ def test_imagenet_linear_probing_has_the_authors_settings(repo):
     probe = build_linear_probe({**model_cfg, "depth": 1, "embed_dim": 24, "num_heads": 2}, 10)
     assert not probe.head[0].affine
     assert not any(p.requires_grad for p in probe.encoder.parameters())
+
+
+@pytest.mark.parametrize("text, value", [
+    ("500", 500), ("0.25", 0.25), ("1.0e-3", 0.001), ("true", True), ("null", None),
+    ("fashion-mnist", "fashion-mnist"), ("avx2", "avx2"), ("2026-12-07", "2026-12-07"), ("", ""),
+])
+def test_override_values_are_read_as_yaml_reads_a_config_file(text, value):
+    """Snakemake reads the values inside `--config key={...}` as text (its YAML BaseLoader)."""
+    typed = cfglib.yaml_typed({"certify": {"n": text}, "sigmas": [text]})
+    assert typed == {"certify": {"n": value}, "sigmas": [value]}
+    assert type(typed["certify"]["n"]) is type(value)
+
+
+def test_an_unquoted_amp_off_read_as_false_means_off(repo):
+    """A YAML 1.2 tool (DVC's `exp run -S`) writes `amp: off` without quotes, which YAML 1.1
+    readers (PyYAML, Snakemake) take for false."""
+    raw = yaml.safe_load((repo / "config" / "smoke.yaml").read_text())
+    raw["runtime"]["amp"] = yaml.safe_load("off")
+    assert raw["runtime"]["amp"] is False
+    assert cfglib.validate(raw)["runtime"]["amp"] == "off"
+    raw["runtime"]["amp"] = True
+    with pytest.raises(cfglib.ConfigError, match="runtime.amp"):
+        cfglib.validate(raw)

@@ -1,5 +1,6 @@
-"""DVC: dvc.yaml is generated from the config, follows the Snakemake DAG, and pushed outputs
-pulled into a fresh clone leave Snakemake nothing to do (real dvc, git, make and snakemake)."""
+"""DVC: dvc.yaml is generated from the config and follows the Snakemake DAG; pushed outputs
+pulled into a fresh clone with a plain `dvc pull` leave Snakemake nothing to do; and the two
+tools call the same stages stale after an edit (real dvc, git, make and snakemake)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from conftest import BIN, REPO, planned_jobs
 from dvc_repos import (
     CONFIG,
     DVC_FILE,
+    copy_checkout,
     dry_run,
     make_pull,
     out_files,
@@ -27,8 +27,8 @@ from dvc_repos import (
     tool_env,
 )
 
+from dmae import code_identity, dvcstages, dvcsync
 from dmae import config as cfglib
-from dmae import dvcstages, pipeline
 
 DEFAULT = "config/default.yaml"
 
@@ -41,7 +41,7 @@ def written(configfile: str) -> dict:
     return yaml.safe_load((REPO / configfile).read_text())
 
 
-@pytest.mark.parametrize("configfile", dvcstages.PIPELINES)
+@pytest.mark.parametrize("configfile", dvcstages.committed_pipelines(REPO))
 def test_committed_dvc_yaml_is_the_generated_one(configfile):
     expected = dvcstages.render(cfglib.load(REPO / configfile), configfile, written(configfile))
     committed = REPO / dvcstages.dvc_file(configfile)
@@ -49,23 +49,39 @@ def test_committed_dvc_yaml_is_the_generated_one(configfile):
         f"{committed.relative_to(REPO)} is stale: run `python -m dmae.dvcstages --all`")
 
 
-def test_every_committed_pipeline_is_one_dvc_graph():
+def test_a_plain_dvc_pull_meets_no_pipeline_that_never_ran():
+    """A committed dvc.yaml without its dvc.lock makes `dvc pull` warn about every output of
+    it ("No file hash info found", hundreds of lines): such a file waits for its first run."""
+    for configfile in dvcstages.committed_pipelines(REPO):
+        lock = REPO / Path(dvcstages.dvc_file(configfile)).with_suffix(".lock")
+        assert lock.is_file(), f"{lock.relative_to(REPO)}: a pipeline without its lock"
+
+
+def test_every_pipeline_is_one_dvc_graph(tmp_path):
     """DVC reads every dvc.yaml of the repository as one graph: no output may have two owners
     (which fails every dvc command), and CIFAR-10's continued pretraining depends on the
-    ImageNet stage that writes its starting checkpoint."""
+    ImageNet stage that writes its starting checkpoint. Checked in a copy of the checkout
+    with every pipeline written, as they are once they have run."""
+    copy_checkout(tmp_path)
+    run(["git", "init", "-q"], cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    for configfile in dvcstages.PIPELINES:
+        run([BIN / "python", "-m", "dmae.dvcstages", "--config", configfile], cwd=tmp_path,
+            env=env)
     assert dvcstages.dvc_file(DEFAULT) == "dvc.yaml"
     assert [dvcstages.dvc_file(c) for c in dvcstages.PIPELINES[1:]] == [
         "dvc/cifar10/dvc.yaml", "dvc/imagenet/dvc.yaml"]
-    stage_list = run([BIN / "dvc", "stage", "list", "--all", "--name-only"], cwd=REPO).stdout
+    stage_list = run([BIN / "dvc", "stage", "list", "--all", "--name-only"], cwd=tmp_path).stdout
     names = set(stage_list.split())
     assert "prepare" in names and "dvc/cifar10/dvc.yaml:prepare" in names
     assert "dvc/imagenet/dvc.yaml:pretrain-vit_b-dmae" in names
     dag = run([BIN / "dvc", "dag", "--md", "dvc/cifar10/dvc.yaml:pretrain-vit_b-in1k"],
-              cwd=REPO).stdout
+              cwd=tmp_path).stdout
     assert "dvc/imagenet/dvc.yaml:pretrain-vit_b-dmae" in dag
     # A stage of a dvc.yaml in dvc/<name>/ runs from the repository, as the top-level ones.
-    stages = yaml.safe_load((REPO / "dvc/cifar10/dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((tmp_path / "dvc/cifar10/dvc.yaml").read_text())["stages"]
     assert {s["wdir"] for s in stages.values()} == {"../.."}
+    assert dvcstages.committed_pipelines(tmp_path) == list(dvcstages.PIPELINES)
 
 
 def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monkeypatch,
@@ -80,37 +96,23 @@ def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monk
     assert out.read_text() == (REPO / "dvc.yaml").read_text()
     capsys.readouterr()
     assert dvcstages.main(["--all", "--check"]) == 0
-    assert capsys.readouterr().out.count("is up to date") == len(dvcstages.PIPELINES)
+    # the code digests, and each committed pipeline
+    assert capsys.readouterr().out.count("is up to date") == 1 + len(
+        dvcstages.committed_pipelines(REPO))
     assert dvcstages.main(["--config", "config/imagenet.yaml", "--path"]) == 0
     assert capsys.readouterr().out == "dvc/imagenet/dvc.yaml\n"
 
 
-# The library module each rule's `dmae` command runs (dmae.cli imports it when called).
-RULE_MODULES = {"prepare_data": "dmae.data.stage", "pretrain": "dmae.train.stage",
-                "finetune": "dmae.train.stage", "certify_shard": "dmae.certify.stage",
-                "merge_certify": "dmae.certify.stage",
-                "reconstructions": "dmae.report.reconstructions", "report": "dmae.report.build"}
-
-
-def test_each_rule_lists_every_library_file_its_command_imports():
-    """A file a job imports but its rule does not list would change results without making
-    the job (or its DVC stage) stale."""
-    assert set(RULE_MODULES) == set(pipeline.RULES)
-
-    def imported_by(module: str) -> set[str]:  # in a fresh process: nothing imported before
-        script = ("import json, sys, dmae.cli, " + module + "; print(json.dumps(sorted("
-                  "m.__file__ for n, m in sys.modules.items() if n.startswith('dmae') "
-                  "and getattr(m, '__file__', None))))")
-        return set(json.loads(subprocess.run([sys.executable, "-c", script], check=True,
-                                             capture_output=True, text=True).stdout))
-
-    modules = sorted(set(RULE_MODULES.values()))
-    with ThreadPoolExecutor(len(modules)) as pool:  # side by side: seconds of imports each
-        imports = dict(zip(modules, pool.map(imported_by, modules), strict=True))
-    for module, imported in imports.items():
-        for rule in (r for r, m in RULE_MODULES.items() if m == module):
-            listed = {str(path) for path in pipeline.code_files(rule)}
-            assert imported <= listed, f"{rule} does not list {sorted(imported - listed)}"
+def test_each_stage_tracks_the_code_digests_of_its_rules_and_no_source_file():
+    """A stage depends on what its rules compute with through their digests (params of
+    workflow/code-identity.yaml, as Snakemake's jobs do), not on the bytes of source files,
+    which a comment changes."""
+    stages = dvcstages.dvc_stages(cfglib.load(REPO / DEFAULT), DEFAULT, written(DEFAULT))
+    for name, stage in stages.items():
+        rules = dvcsync.parse_cmd(stage["cmd"])[2]
+        assert stage["params"][1] == {code_identity.IDENTITY_FILE: [f"rules.{r}" for r in rules]}
+        assert not [d for d in stage.get("deps", [])
+                    if d.startswith(("src/", "workflow/")) or d == "Snakefile"], name
 
 
 def test_an_adaptive_certification_tracks_the_report_grid_it_settles():
@@ -138,7 +140,7 @@ def test_stage_names_are_valid_and_every_output_has_one_owner():
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in stages)
     owners: dict[str, str] = {}
     for name, stage in stages.items():
-        for path in dvcstages._paths(stage.get("outs")) + dvcstages._paths(stage.get("plots")):
+        for path in dvcsync.outputs(stage):
             assert path not in owners, f"{path} is an output of {owners.get(path)} and {name}"
             owners[path] = name
     # Small results live in git (cache: false); everything else is cached for push/pull.
@@ -151,18 +153,11 @@ def test_stage_names_are_valid_and_every_output_has_one_owner():
             assert entry[next(iter(entry))] == {"cache": False}
 
 
-def _repo_relative(path: str, workdir: Path) -> str:
-    """A job's path as the repository sees it: code files (listed relative to the scratch
-    working directory) become src/..., workflow outputs stay as they are."""
-    full = Path(os.path.normpath(workdir / path))
-    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else path
-
-
 @pytest.mark.parametrize("configfile", sorted(str(p.relative_to(REPO))
                                               for p in (REPO / "config").glob("*.yaml")))
 def test_stages_follow_the_snakemake_dag(tmp_path, configfile):
     """Every job of the config's DAG belongs to exactly one stage, which runs its rule and
-    declares all its outputs and inputs (code, data, upstream checkpoints)."""
+    declares all its outputs and inputs (data, upstream checkpoints)."""
     cfg = cfglib.load(REPO / configfile)
     for recipe in cfg["pretrainings"].values():
         if recipe.get("init"):  # a checkpoint from another config (CIFAR-10 from ImageNet)
@@ -178,45 +173,45 @@ def test_stages_follow_the_snakemake_dag(tmp_path, configfile):
             job = {"rule": m[1], "input": [], "output": []}
             jobs.append(job)
         elif job and (m := re.match(r"^    (input|output): (.*)$", line)):
-            job[m[1]] = [_repo_relative(p, tmp_path) for p in m[2].split(", ")]
+            job[m[1]] = m[2].split(", ")
     jobs = [j for j in jobs if j["rule"] not in ("default", "all")]
     assert {j["rule"] for j in jobs} >= {"prepare_data", "pretrain", "finetune",
                                         "certify_shard", "merge_certify", "report"}
 
     stages = dvcstages.dvc_stages(cfg, configfile, written(configfile))
-    outs = {n: dvcstages._paths(s.get("outs")) + dvcstages._paths(s.get("plots"))
-            + dvcstages._paths(s.get("metrics"))
+    outs = {n: dvcsync.entry_paths(s.get("outs")) + dvcsync.entry_paths(s.get("plots"))
+            + dvcsync.entry_paths(s.get("metrics"))
             for n, s in stages.items()}
     produced = {p for j in jobs for p in j["output"]}
     used_by_stage: dict[str, set[str]] = {n: set() for n in stages}
     for j in jobs:
-        owner = [n for n in stages if dvcstages._inside(j["output"][0], outs[n])]
+        owner = [n for n in stages if dvcsync.inside(j["output"][0], outs[n])]
         assert len(owner) == 1, f"{j['rule']} {j['output'][0]}: stages {owner}"
         name = owner[0]
         used_by_stage[name].add(j["rule"])
-        assert all(dvcstages._inside(o, outs[name]) for o in j["output"]), (name, j["output"])
+        assert all(dvcsync.inside(o, outs[name]) for o in j["output"]), (name, j["output"])
         cmd = stages[name]["cmd"]
         assert j["rule"] in cmd.split("--allowed-rules", 1)[1].split(), (name, j["rule"])
         for path in j["input"]:
-            own = path in produced and dvcstages._inside(path, outs[name])
-            assert own or dvcstages._inside(path, stages[name]["deps"]), (
+            own = path in produced and dvcsync.inside(path, outs[name])
+            assert own or dvcsync.inside(path, stages[name]["deps"]), (
                 f"stage {name} lacks the dependency {path} of rule {j['rule']}")
     for name, stage in stages.items():
         rules = stage["cmd"].split("--allowed-rules", 1)[1].split()
         assert set(rules) == used_by_stage[name], (name, rules, used_by_stage[name])
-        targets, stage_config = dvcstages.parse_cmd(stage["cmd"])
+        targets, stage_config, _ = dvcsync.parse_cmd(stage["cmd"])
         assert stage_config == configfile
         assert all(t in rules or t in produced for t in targets), (name, targets)
         for path in outs[name]:  # nothing declared that the workflow does not make
             base = path.removesuffix(".meta.json")
-            assert any(dvcstages._inside(p, [path]) for p in produced) or base in produced, path
+            assert any(dvcsync.inside(p, [path]) for p in produced) or base in produced, path
 
 
 def test_up_to_date_stages_need_up_to_date_upstream_stages():
     raw = tiny_config()
     raw["methods"]["rs"] = {"pretraining": None, "consistency": False}
     stages = dvcstages.dvc_stages(cfglib.validate(copy.deepcopy(raw)), CONFIG, raw)
-    graph = dvcstages.stage_graph(stages)
+    graph = dvcsync.stage_graph(stages)
     pre, ft_dmae, ft_rs = ("pretrain-micro-dmae", "finetune-micro-dmae-sigma_0_25",
                            "finetune-micro-rs-sigma_0_25")
     assert graph["prepare"] == set()
@@ -225,8 +220,8 @@ def test_up_to_date_stages_need_up_to_date_upstream_stages():
     assert graph[ft_rs] == {"prepare"}
     assert graph["certify-micro-rs-sigma_0_25"] == {"prepare", ft_rs}
     assert graph["report"] == {n for n in stages if n.startswith(("certify-", "finetune-"))}
-    assert dvcstages.up_to_date_stages(stages, changed=set()) == list(stages)
-    fresh = dvcstages.up_to_date_stages(stages, changed={pre})
+    assert dvcsync.up_to_date_stages(stages, changed=set()) == list(stages)
+    fresh = dvcsync.up_to_date_stages(stages, changed={pre})
     # Everything downstream of the changed stage is out, whatever DVC says of it.
     assert set(fresh) == {"prepare", ft_rs, "certify-micro-rs-sigma_0_25"}
 
@@ -239,31 +234,108 @@ def pushed(tmp_path_factory):
     return pushed_repository(tmp_path_factory)  # one build for test_dvc{,_remote}.py
 
 
-@pytest.mark.slow
-def test_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
+def clone_and_pull(pushed, name: str) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    """A fresh clone of the pushed repository, then a plain `dvc pull` (as a user types it)."""
     root, home, origin = pushed
-    clone = root / "clone"
+    clone = root / name
     run(["git", "clone", "-q", origin, clone], cwd=root)
     env = tool_env(home, clone)
+    return clone, env, run([BIN / "dvc", "pull"], cwd=clone, env=env)
 
-    # `dvc pull` alone: files come back with new times, older git files look stale.
-    run([BIN / "dvc", "pull", DVC_FILE], cwd=clone, env=env)
-    assert planned_jobs(dry_run(clone, env)) != {}, "expected stale-looking outputs"
 
-    proc = make_pull(clone, env)
-    assert "up to date (6 of 6)" in proc.stdout
-    assert planned_jobs(dry_run(clone, env)) == {}
+def dvc_status(clone: Path, env: dict) -> set[str]:
+    """The stages `dvc status` reports, by name."""
+    out = run([BIN / "dvc", "status", "--json", DVC_FILE], cwd=clone, env=env).stdout
+    return {key.rpartition(":")[2] for key in json.loads(out or "{}")}
+
+
+def rerun_by_dvc(clone: Path, stale: set[str]) -> set[str]:
+    """What `dvc repro` reruns when ``stale`` are: them, and the stages downstream of them
+    (whose inputs those rewrite); `dvc status` lists only the first."""
+    stages = yaml.safe_load((clone / DVC_FILE).read_text())["stages"]
+    return set(dvcsync.downstream(stages, stale, list(stages)))
+
+
+def stages_of(rules: set[str], clone: Path) -> set[str]:
+    """The stages whose commands run ``rules``."""
+    stages = yaml.safe_load((clone / DVC_FILE).read_text())["stages"]
+    return {name for name, stage in stages.items()
+            if set(dvcsync.parse_cmd(stage["cmd"])[2]) & rules}
+
+
+@pytest.mark.slow
+def test_a_plain_dvc_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
+    _, _, origin = pushed
+    clone, env, pulled = clone_and_pull(pushed, "clone")
+    assert "No file hash info" not in pulled.stdout + pulled.stderr
     assert out_files(clone) == out_files(origin)
-    assert "up to date" in run([BIN / "dvc", "status", DVC_FILE], cwd=clone, env=env).stdout
 
-    # The touch recorded Snakemake's metadata: a changed setting reruns its jobs.
+    # Snakemake alone sees pulled files newer than those git checked out, and would rerun
+    # them; it takes what dvc.lock vouches for as done (dmae.dvcsync), with no touch step.
+    assert planned_jobs(dry_run(clone, {**env, dvcsync.NESTED: "1"})) != {}
+    assert planned_jobs(dry_run(clone, env)) == {}
+    assert dvc_status(clone, env) == set()
+
+    # ... and recorded its metadata: a changed setting reruns its jobs, in both tools.
     cfg = yaml.safe_load((clone / CONFIG).read_text())
     cfg["pretrain"]["max_steps"] = 4
     (clone / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(dry_run(clone, env))
     assert jobs.get("pretrain") == 1 and "prepare_data" not in jobs, jobs
-    assert "pretrain-micro-dmae" in run([BIN / "dvc", "status", DVC_FILE], cwd=clone,
-                                        env=env).stdout
+    assert dvc_status(clone, env) == {"pretrain-micro-dmae"}
+    assert stages_of(set(jobs), clone) == rerun_by_dvc(clone, {"pretrain-micro-dmae"})
+
+    # `dvc checkout` restores a deleted checkpoint: still nothing to run.
+    run(["git", "checkout", CONFIG], cwd=clone)
+    checkpoint = next((clone / "results").rglob("finetune/**/best.safetensors"))
+    checkpoint.unlink()
+    run([BIN / "dvc", "checkout"], cwd=clone, env=env)
+    assert checkpoint.is_file()
+    assert planned_jobs(dry_run(clone, env)) == {}
+    assert dvc_status(clone, env) == set()
+
+
+@pytest.mark.slow
+def test_both_tools_rerun_exactly_what_a_code_edit_changes(pushed):
+    """A comment and a docstring in every library file: nothing to run, `dvc status` clean.
+    A change in the model code: the same stages in both tools, every one that runs a model."""
+    clone, env, _ = clone_and_pull(pushed, "edited")
+    assert planned_jobs(dry_run(clone, env)) == {}
+    for path in sorted((clone / "src" / "dmae").rglob("*.py")):
+        text = path.read_text()
+        doc = '"""Edited by a test."""\n' if not text.lstrip().startswith('"""') else ""
+        path.write_text(doc + text.replace('"""', '"""Edited. ', 1) + "\n# a comment\n")
+    assert planned_jobs(dry_run(clone, env)) == {}
+    assert dvc_status(clone, env) == set()
+
+    common = clone / "src" / "dmae" / "models" / "common.py"
+    text = common.read_text()
+    assert "IMAGENET_STD = (0.229, 0.224, 0.225)" in text
+    common.write_text(text.replace("0.224, 0.225)", "0.224, 0.226)"))
+    jobs = planned_jobs(dry_run(clone, env))  # Snakemake refreshes the digests DVC reads
+    assert set(jobs) == {"pretrain", "reconstructions", "finetune", "certify_shard",
+                         "merge_certify", "report", "default"}, jobs
+    stale = dvc_status(clone, env)
+    assert "prepare" not in stale and "pretrain-micro-dmae" in stale
+    assert stages_of(set(jobs), clone) == rerun_by_dvc(clone, stale)
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_sets_a_parameter_and_reruns_only_what_reads_it(pushed):
+    """`dvc exp run -S` on the config file: the certification and the report run again
+    (through their Snakemake targets), nothing else, and the experiment records the value."""
+    clone, env, _ = clone_and_pull(pushed, "experiment")
+    before = out_files(clone)
+    proc = run([BIN / "dvc", "exp", "run", DVC_FILE, "-S", f"{CONFIG}:certify.n=60", "-n",
+                "n60"], cwd=clone, env=env)
+    ran = set(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", proc.stdout + proc.stderr))
+    assert ran == {"certify-micro-dmae-sigma_0_25", "report"}, proc.stdout + proc.stderr
+    after = out_files(clone)
+    changed = {p for p in before if before[p] != after.get(p)}
+    assert changed and all("/certify/" in p or "/tables/" in p or "/figures/" in p
+                           for p in changed), changed
+    shown = run([BIN / "dvc", "exp", "show", "--json"], cwd=clone, env=env).stdout
+    assert '"n60"' in shown and "60" in shown
 
 
 @pytest.mark.slow
@@ -275,8 +347,8 @@ def test_pulling_the_pretrained_checkpoint_runs_finetuning_onwards(pushed):
 
     proc = make_pull(clone, env, stages="pretrain-micro-dmae")
     # The checkpoint, the data it was trained on (--with-deps) and, from git, its figure.
-    assert "up to date (3 of 6): prepare, pretrain-micro-dmae, reconstructions-micro-dmae" in (
-        proc.stdout)
+    assert ("3 of 6 stages as dvc.lock records them, marked done for Snakemake: prepare, "
+            "pretrain-micro-dmae, reconstructions-micro-dmae") in proc.stdout
     pulled = out_files(clone)
     assert pulled == out_files(origin, ["prepare", "pretrain-micro-dmae"]) | out_files(
         origin, ["reconstructions-micro-dmae", "report"])

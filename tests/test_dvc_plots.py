@@ -1,4 +1,4 @@
-"""DVC plots: the top-level plots of every committed dvc.yaml name columns that their files
+"""DVC plots: the top-level plots of every pipeline's dvc.yaml name columns that their files
 have, and real `dvc plots show` / `dvc plots diff` draw them, one line per method and sigma,
 compared across commits."""
 
@@ -22,7 +22,9 @@ DEFAULT = dvcstages.DEFAULT_CONFIG
 
 
 def plots_of(configfile: str) -> list[dict]:
-    text = (REPO / dvcstages.dvc_file(configfile)).read_text()
+    """The plots of the pipeline's dvc.yaml, as generated (test_dvc.py: the committed ones
+    are the generated ones)."""
+    text = dvcstages.render(cfglib.load(REPO / configfile), configfile)
     return yaml.safe_load(text)["plots"]
 
 

@@ -7,7 +7,6 @@ Every test that needs that run is marked slow (`make test-fast` leaves them out)
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
+from dvc_repos import copy_checkout
 from workflow_runs import run_outputs, smoke_cfg, snakemake, write_config
 
 from dmae import config as cfglib
@@ -204,20 +204,79 @@ def test_a_failed_job_shows_its_cause_in_its_log(smoke_run, tmp_path):
     assert planned_jobs(snakemake(workdir, smoke_path, "-n")) == {}
 
 
+@pytest.fixture
+def library_copy(tmp_path) -> Path:
+    """A copy of this checkout to edit: the tests never write into the one they run from."""
+    copy = tmp_path / "checkout"
+    copy_checkout(copy)
+    return copy
+
+
 @needs_fmnist
 @pytest.mark.slow
-def test_editing_report_code_reruns_only_the_report(smoke_run):
+def test_a_comment_and_a_docstring_in_every_library_file_rerun_nothing(smoke_run,
+                                                                       library_copy):
     workdir, path, _ = smoke_run
-    source = REPO / "src" / "dmae" / "report" / "tables.py"
-    text, before = source.read_bytes(), source.stat()
-    try:
-        # A real edit: Snakemake compares the content of small inputs, not only their times.
-        source.write_bytes(text + b"\n# edited by test_workflow.py\n")
-        jobs = planned_jobs(snakemake(workdir, path, "-n"))
-    finally:
-        source.write_bytes(text)
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert jobs == {"report": 1, "default": 1}
+    for source in sorted((library_copy / "src" / "dmae").rglob("*.py")):
+        text = source.read_text()
+        doc = '"""Edited by a test."""\n' if not text.lstrip().startswith('"""') else ""
+        source.write_text(doc + text.replace('"""', '"""Edited. ', 1) + "\n# a comment\n")
+    assert planned_jobs(snakemake(workdir, path, "-n", checkout=library_copy)) == {}
+
+
+@needs_fmnist
+@pytest.mark.slow
+@pytest.mark.parametrize("module, old, new, rules", [
+    # the model code: everything that builds or runs a model, not the data preparation
+    ("models/common.py", "IMAGENET_STD = (0.229, 0.224, 0.225)",
+     "IMAGENET_STD = (0.229, 0.224, 0.226)",
+     {"pretrain", "reconstructions", "finetune", "certify_shard", "merge_certify", "report"}),
+    # the report's tables: the report only
+    ("report/tables.py", "REFERENCE_RESULTS = ", "REFERENCE_RESULTS = REFERENCE_RESULTS_ = ",
+     {"report"}),
+    # the certification loop: the certifications and what follows, not the training
+    ("certify/run.py", "def normalize_shard(", "UNUSED = 1\n\n\ndef normalize_shard(",
+     {"certify_shard", "merge_certify", "report"}),
+])
+def test_a_code_change_reruns_exactly_the_rules_that_run_it(smoke_run, library_copy, module,
+                                                            old, new, rules):
+    workdir, path, cfg = smoke_run
+    source = library_copy / "src" / "dmae" / module
+    text = source.read_text()
+    assert old in text
+    source.write_text(text.replace(old, new, 1))
+    jobs = planned_jobs(snakemake(workdir, path, "-n", checkout=library_copy))
+    assert set(jobs) == rules | {"default"}, jobs
+    runs = len(layout.runs(cfg))
+    assert jobs.get("certify_shard", 0) in (0, runs * cfg["certify"]["shards"])
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_config_overrides_are_typed_and_go_on_top_of_the_config_file(smoke_run):
+    """`--config 'certify={n: 60}'` as Snakemake users write it: 60 is a number, as in a
+    config file, and only what reads certify.n reruns."""
+    workdir, path, cfg = smoke_run
+    jobs = planned_jobs(snakemake(workdir, path, "-n", "--config", "certify={n: 60}"))
+    runs = len(layout.runs(cfg))
+    assert jobs == {"certify_shard": runs * cfg["certify"]["shards"], "merge_certify": runs,
+                    "report": 1, "default": 1}
+    nested = planned_jobs(snakemake(workdir, path, "-n", "--config",
+                                    "finetune_per_sigma={0.5: {epochs: 2}}"))
+    assert nested.get("finetune") == len(cfg["methods"]) and "pretrain" not in nested, nested
+
+
+def test_without_a_config_file_overrides_go_on_top_of_the_default(tmp_path):
+    default = cfglib.load(REPO / "config" / "default.yaml")
+    full = planned_jobs(snakemake(tmp_path, None, "-n"))
+    assert full["finetune"] == len(layout.runs(default))
+    changed = planned_jobs(snakemake(tmp_path, None, "-n", "--config", "certify={n: 500}",
+                                     "sigmas=[0.5, 1.0]"))
+    assert changed["finetune"] == len(default["models"]) * len(default["methods"]) * 2
+    assert changed["certify_shard"] == changed["finetune"] * default["certify"]["shards"]
+    bad = snakemake(tmp_path, None, "-n", "--config", "certify={n: many}", check=False)
+    assert bad.returncode != 0 and "certify.n: 'many' is not of type 'integer'" in (
+        bad.stdout + bad.stderr)
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -20,16 +20,21 @@ from dmae import config as cfglib
 from dmae import layout
 
 
-def snakemake_command(workdir, configfile, *args) -> tuple[list[str], dict[str, str]]:
-    """The real snakemake on this checkout's Snakefile for ``workdir``, and its environment."""
+def snakemake_command(workdir, configfile, *args, checkout: Path = REPO
+                      ) -> tuple[list[str], dict[str, str]]:
+    """The real snakemake on the Snakefile of ``checkout`` (this one, or a copy with its own
+    library) for ``workdir``, and its environment. ``configfile`` None: none given."""
     # Targets and options first: --configfile takes every value up to the next option.
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args,
-           "--configfile", str(configfile)]
-    return cmd, {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(checkout / "Snakefile"), "-d", str(workdir), *args,
+           *(["--configfile", str(configfile)] if configfile is not None else [])]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    if checkout != REPO:
+        env["PYTHONPATH"] = str(checkout / "src")
+    return cmd, env
 
 
-def snakemake(workdir, configfile, *args, check=True):
-    cmd, env = snakemake_command(workdir, configfile, *args)
+def snakemake(workdir, configfile, *args, check=True, checkout: Path = REPO):
+    cmd, env = snakemake_command(workdir, configfile, *args, checkout=checkout)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")

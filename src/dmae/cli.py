@@ -137,6 +137,12 @@ def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
     return 1 if comparison.beyond_uncertainty else 0
 
 
+def cmd_dvc_yaml(argv: list[str]) -> int:
+    from dmae import dvcstages
+
+    return dvcstages.main(argv, prog="dmae dvc-yaml")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmae",
@@ -275,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "dvc-yaml", add_help=False,
-        help="write dvc.yaml from a config (--check: fail if stale; --touch: after dvc pull)",
+        help="write dvc.yaml from a config (--check: fail if stale; --pull, --push)",
     )
 
     p = sub.add_parser(
@@ -300,10 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["dvc-yaml"]:  # its own parser: generate or check dvc.yaml, or --touch
-        from dmae import dvcstages
-
-        return dvcstages.main(argv[1:], prog="dmae dvc-yaml")
+    if argv[:1] == ["dvc-yaml"]:  # its own parser: write or check dvc.yaml, pull, push
+        return cmd_dvc_yaml(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log, args.verbose)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def validate(cfg: dict, source: str = "config") -> dict:
     ``cfg`` is completed in place (Snakemake's config object is one) and returned.
     """
     rules = schema()
+    runtime = cfg.get("runtime")
+    if isinstance(runtime, dict) and runtime.get("amp") is False:
+        # YAML 1.1 (PyYAML, Snakemake) reads an unquoted `amp: off` as false, as written by
+        # a YAML 1.2 tool (DVC's `exp run -S` rewrites the file without its quotes).
+        runtime["amp"] = "off"
     validator = jsonschema.Draft202012Validator(rules)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -184,6 +190,24 @@ def deep_merge(base: dict, override: dict | None) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def yaml_typed(value: object) -> object:
+    """``value`` with each text in it read as YAML reads a plain value in a config file
+    ("500" -> 500, "0.25" -> 0.25, "true" -> True, "null" -> None; other text stays text).
+    Snakemake reads the values inside a `--config key={...}` mapping as text."""
+    if isinstance(value, Mapping):
+        return {key: yaml_typed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [yaml_typed(item) for item in value]
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if parsed is None or isinstance(parsed, bool | int | float):
+            return parsed
+    return value
 
 
 def sigma_key(sigma: float | str) -> str:

@@ -7,7 +7,8 @@ ask ``dvc status --cloud`` for the outputs concerned, and stop with ``RemoteErro
 changes anything when the remote cannot be reached, refuses the credentials, or lacks an
 output. DVC alone would pull what it can, then fail naming neither the remote nor the stage
 (``failed to connect to s3 (bucket/files/md5) - Forbidden``), and it retries an absent
-endpoint for a while before saying so. A pull ends with ``dvcstages.touch_pulled``.
+endpoint for a while before saying so. A pull ends with ``dvcsync.sync``, as the next
+snakemake would.
 
     python -m dmae.dvcstages --config config/cifar10.yaml --pull [STAGE ...]    # make pull
     python -m dmae.dvcstages --config config/cifar10.yaml --push [STAGE ...]    # make push
@@ -27,7 +28,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from dmae.dvcstages import _inside, _p, _paths, _tool, dvc_file, touch_pulled
+from dmae.dvcstages import dvc_file, posix
+from dmae.dvcsync import entry_paths, inside, sync, tool
 
 
 class RemoteError(RuntimeError):
@@ -61,7 +63,7 @@ class Remote:
 
 def default_remote(root: Path | str = ".") -> Remote:
     """The remote that a plain `dvc pull`/`dvc push` in ``root`` uses."""
-    proc = subprocess.run([_tool("dvc"), "config", "--list"], cwd=root, capture_output=True,
+    proc = subprocess.run([tool("dvc"), "config", "--list"], cwd=root, capture_output=True,
                           text=True)
     if proc.returncode != 0:
         raise RemoteError(f"cannot read DVC's config in {Path(root).resolve()}:\n"
@@ -169,22 +171,22 @@ def _cloud_status(remote: Remote, dvc_yaml: str, targets: list[str], root: Path 
     """Cached outputs of ``targets`` and the stages they need, by their state against the
     remote (DVC's words: "new" only here, "deleted" only there, "missing" in neither place),
     each as "<path> (stage <name>)"."""
-    proc = subprocess.run([_tool("dvc"), "status", "--cloud", "--json", "--with-deps",
+    proc = subprocess.run([tool("dvc"), "status", "--cloud", "--json", "--with-deps",
                            *targets], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise _failure(remote, proc.stderr, action)
     stages = yaml.safe_load((Path(root) / dvc_yaml).read_text())["stages"]
-    outs = {name: _paths(stage.get("outs")) for name, stage in stages.items()}
+    outs = {name: entry_paths(stage.get("outs")) for name, stage in stages.items()}
     states: dict[str, list[str]] = {}
     for path, state in json.loads(proc.stdout or "{}").items():
-        owner = next((name for name, o in outs.items() if _inside(_p(path), o)), None)
+        owner = next((name for name, o in outs.items() if inside(posix(path), o)), None)
         states.setdefault(state, []).append(f"{path} (stage {owner})" if owner else path)
     return states
 
 
 def _run_dvc(remote: Remote, args: list[str], root: Path | str, action: str) -> None:
     print("+ dvc " + shlex.join(args), flush=True)
-    proc = subprocess.run([_tool("dvc"), *args], cwd=root, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([tool("dvc"), *args], cwd=root, stderr=subprocess.PIPE, text=True)
     sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
         raise _failure(remote, proc.stderr, action)
@@ -208,7 +210,8 @@ def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
          dvc_yaml: str | None = None) -> list[str]:
     """``make pull``: fetch the cached outputs of ``stages`` of the pipeline of ``configfile``
     (all when empty) and of the stages they depend on from the default remote, then
-    ``touch_pulled``; return the stages marked up to date. Raise ``RemoteError`` before DVC
+    marks what dvc.lock vouches for as done for Snakemake (``dvcsync.sync``); return those
+    stages. Raise ``RemoteError`` before DVC
     writes anything when the remote cannot be reached, refuses the credentials, or lacks one
     of those outputs."""
     dvc_yaml, targets, remote, missing = _ask_remote(configfile, stages, root, dvc_yaml,
@@ -220,7 +223,11 @@ def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
             f"pulled. Push them from where they were made (make push CONFIG={configfile}), "
             "or pull only stages that do not need them (STAGES=...).")
     _run_dvc(remote, ["pull", "--with-deps", *targets], root, "pulled")
-    return touch_pulled(dvc_yaml, root)
+    marked = sync(root, dvc_yaml, everything=True)
+    total = len(yaml.safe_load((Path(root) / dvc_yaml).read_text())["stages"])
+    print(f"{dvc_yaml}: {len(marked)} of {total} stages as dvc.lock records them, marked done "
+          f"for Snakemake: {', '.join(marked) or 'none'}", flush=True)
+    return marked
 
 
 def push(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path | str = ".",

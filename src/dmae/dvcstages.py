@@ -1,73 +1,44 @@
-"""dvc.yaml, generated from a workflow config, and the step that follows a ``dvc pull``.
+"""dvc.yaml, generated from a workflow config.
 
     python -m dmae.dvcstages --config config/default.yaml           # (re)write dvc.yaml
-    python -m dmae.dvcstages --all --check          # fail if any committed dvc.yaml is stale
-    python -m dmae.dvcstages --config config/cifar10.yaml --touch   # after `dvc pull`
+    python -m dmae.dvcstages --all --check          # fail if a committed file is stale
     python -m dmae.dvcstages --config config/cifar10.yaml --pull [STAGE ...]    # make pull
     python -m dmae.dvcstages --config config/cifar10.yaml --push [STAGE ...]    # make push
 
-Each config of ``PIPELINES`` has its own dvc.yaml (``dvc_file``): the default's at the top of
+A config of ``PIPELINES`` gets its own dvc.yaml (``dvc_file``): the default's at the top of
 the repository, the others' in ``dvc/<config name>/`` with ``wdir`` set back to the
 repository, so that every command and path reads the same in all of them and DVC sees one
-graph (CIFAR-10's continued pretraining depends on ImageNet's stage). A dvc.yaml is never
-edited by hand: its stages come from the same ``dmae.layout`` paths the Snakemake rules use,
-one stage per unit of work that DVC can store and fetch on its own:
-
-    prepare                                  data/prepared/<dataset>/           (prepare_data)
-    pretrain-<model>-<pretraining>           pretrain/.../last.{safetensors,json} (pretrain)
-    reconstructions-<model>-<pretraining>    figures/reconstructions_*.png   (reconstructions)
-    finetune-<model>-<method>-sigma_<s>      finetune/.../<ckpt>.{safetensors,json},
-                                             metrics.csv                            (finetune)
-    certify-<model>-<method>-sigma_<s>       certify/...: shard TSVs and the merged TSV, each
-                                             with its .meta.json     (certify_shard + merge)
-    report                                   tables/*, figures/*                      (report)
+graph (CIFAR-10's continued pretraining depends on ImageNet's stage). A pipeline's file is
+committed with its first dvc.lock: one that never ran would make a plain `dvc pull` warn about
+each of its outputs. Its stages come from the same ``dmae.layout`` paths and
+``dmae.pipeline.RULES`` the Snakemake rules use, one stage per unit of work that DVC can store
+and fetch on its own (prepare, pretrain-<model>-<pretraining>, reconstructions-...,
+finetune-<model>-<method>-sigma_<s>, certify-... with its shards and merge, report).
 
 Each stage's command is the matching Snakemake target restricted to the stage's own rules
 (``--allowed-rules``), so a DVC stage never recomputes another stage's outputs behind DVC's
-back, and both tools run the same `dmae` commands. Dependencies come from the table both
-tools read, ``dmae.pipeline.RULES``: the library files the rule's jobs run, the Snakefiles and
-the rule file (a changed shell command reruns the stage), the upstream stages' outputs, and,
-as DVC ``params``, the config settings the rule reads, so editing an unrelated part of the
-config reruns nothing.
-Checkpoints, certifications and prepared data are cached outputs (``dvc push``/``dvc pull``);
-tables and figures are small, kept by git, and declared with ``cache: false`` (PNG figures as
-``plots``, the report's metrics.json as ``metrics``).
-
-The top-level ``plots`` (``dvc_plots``) are what ``dvc plots show`` draws and ``dvc plots
-diff`` compares between commits: certified accuracy against radius, one panel per sigma and
-one line per method, and best over sigma with the paper's published points, both from the
-report's long-format curves (``layout.CURVES``) through the templates in ``.dvc/plots/``; and
-each fine-tuning run's training and validation curves against the epoch (its metrics.csv).
-
-``--touch`` is the second half of ``make pull``. DVC does not restore file times and a fresh
-clone has no .snakemake/ metadata, so after a pull Snakemake would see checked-out code newer
-than the pulled checkpoints and rerun everything. ``--touch`` asks ``dvc status`` which stages
-are up to date (their code, config params and inputs match dvc.lock and their outputs are
-all present), keeps those whose upstream stages are up to date too, and runs
-``snakemake --touch --forceall`` on their targets: Snakemake touches those outputs in DAG
-order and records its metadata (params, shell command, inputs) for every job, so a later
-config or code change reruns the right jobs. Stages that were not pulled, or that differ from
-dvc.lock, are left alone and Snakemake runs them (and what follows) as usual.
-
-``--pull`` and ``--push`` (``make pull``/``make push``) are ``dmae.dvcremote``'s: the remote is
-asked first, and nothing changes when it cannot serve.
+back. A stage depends on the upstream stages' outputs, and, as DVC ``params``, on the config
+settings its rules read and on its rules' code digests (``dmae.code_identity``): the same
+things Snakemake reruns a job for, so the two tools call the same stages stale. Checkpoints,
+certifications and prepared data are cached outputs (``dvc push``/``dvc pull``); tables and
+figures are small, kept by git, and declared with ``cache: false`` (PNG figures as ``plots``,
+the report's metrics.json as ``metrics``). The top-level ``plots`` (``dvc_plots``) are what
+``dvc plots show`` draws: the report's curves (``layout.CURVES``) through the templates in
+``.dvc/plots/``, and each fine-tuning run's training curves.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import yaml
 
+from dmae import code_identity, layout, pipeline
 from dmae import config as cfglib
-from dmae import layout, pipeline
 from dmae.config import load, sigma_key
 from dmae.layout import meta_path
 
@@ -76,7 +47,6 @@ DEFAULT_CONFIG = "config/default.yaml"
 # smoke run shares the prepared Fashion-MNIST, cifar10-adaptive the CIFAR-10 checkpoints), which
 # DVC forbids across dvc.yaml files; generate theirs with --output into a scratch checkout.
 PIPELINES = (DEFAULT_CONFIG, "config/cifar10.yaml", "config/imagenet.yaml")
-SRC = PurePosixPath("src/dmae")  # the library, relative to the repository root
 
 HEADER = """\
 # GENERATED from {config} and dmae.layout by
@@ -84,8 +54,8 @@ HEADER = """\
 # Do not edit: regenerate after changing the config's runs, dmae.layout or the workflow rules
 # (tests/test_dvc.py fails while this file differs from the generated one).
 # One stage per workflow unit (data, pretraining, fine-tuning, certification, report), each
-# running the matching Snakemake target. Fetch outputs with `make pull{pull_config}`
-# (docs/dvc.md), not a bare `dvc pull`, so that Snakemake sees the pulled files as up to date.
+# running the matching Snakemake target; `dvc pull` fetches their outputs, and Snakemake
+# takes what dvc.lock vouches for as done (docs/dvc.md).
 """
 
 
@@ -105,7 +75,6 @@ def _wdir(dvc_yaml: str) -> str | None:
     depth = len(PurePosixPath(path).parent.parts)
     return "/".join([".."] * depth) or None
 
-WORKFLOW = ("Snakefile", "workflow/Snakefile", "workflow/rules/common.smk")
 # Vega-Lite templates of the curve plots: .dvc/plots/<name>.json for each name of layout.CURVES
 TEMPLATE_DIR = ".dvc/plots"
 CURVE_TITLES = {"certified_accuracy": "certified accuracy per σ",
@@ -114,29 +83,17 @@ CURVE_TITLES = {"certified_accuracy": "certified accuracy per σ",
 TRAINING_CURVES = ("train_loss", "val_loss", "val_acc", "val_smoothed_acc")
 
 
-def _p(path: Path | str) -> str:
+def posix(path: Path | str) -> str:
     return PurePosixPath(path).as_posix()
-
-
-def _deps(rules: list[str], *inputs: Path | str) -> list[str]:
-    """The workflow files, the rules' files and library code (dmae.pipeline), then inputs."""
-    files = [*WORKFLOW]
-    for rule in rules:
-        files += [f"workflow/rules/{pipeline.RULES[rule].rule_file}",
-                  *(str(SRC / part) for part in pipeline.code_parts(rule))]
-    files = list(dict.fromkeys(files))
-    # A file inside a listed folder (one rule lists certify/, another certify/stage.py) is
-    # tracked already.
-    files = [f for f in files if not any(f.startswith(f"{d}/") for d in files)]
-    return [*files, *(_p(p) for p in inputs)]
 
 
 def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: str
             ) -> list[dict]:
     """DVC params: the settings the rules read (dmae.pipeline) that the config file writes
-    (DVC fails on a missing key; a default is not in the file), and the keys a setting the file
-    leaves null was filled in from (dmae.config.filled_from). DVC reads a dotted key, so a key
-    holding a dot (a sigma, "0.25") is tracked by its section."""
+    (DVC fails on a missing key; a default is not in the file), the keys a setting the file
+    leaves null was filled in from (dmae.config.filled_from), and the rules' code digests.
+    DVC reads a dotted key, so a key holding a dot (a sigma, "0.25") is tracked by its
+    section."""
     keys = []
     filled = cfglib.filled_from(cfg, written)
     for rule in rules:
@@ -150,7 +107,8 @@ def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: 
                 node = node.get(part) if isinstance(node, dict) else None
             if node is not None:
                 keys.append(".".join(path))
-    return [{configfile: list(dict.fromkeys(keys))}]
+    digests = [f"rules.{rule}" for rule in rules]
+    return [{configfile: list(dict.fromkeys(keys))}, {code_identity.IDENTITY_FILE: digests}]
 
 
 def _cmd(configfile: str, targets: list[str], rules: list[str]) -> str:
@@ -176,12 +134,12 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
     ckpt = cfg["certify"]["checkpoint"]
 
     def stage(rules: list[str], targets: list[Path | str], inputs=(), **job) -> dict:
-        return {"cmd": _cmd(configfile, [_p(t) for t in targets], rules),
+        return {"cmd": _cmd(configfile, [posix(t) for t in targets], rules),
                 **({"wdir": wdir} if wdir else {}),
-                "deps": _deps(rules, *inputs),
+                **({"deps": [posix(p) for p in inputs]} if inputs else {}),
                 "params": _params(cfg, configfile, written, rules, **job)}
 
-    stages["prepare"] = {**stage(["prepare_data"], [manifest]), "outs": [_p(prepared)]}
+    stages["prepare"] = {**stage(["prepare_data"], [manifest]), "outs": [posix(prepared)]}
 
     def pretrained(model: str, pretraining: str) -> list[Path]:
         folder = layout.pretrain_dir(cfg, model, pretraining)
@@ -195,13 +153,13 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
         stages[f"pretrain-{model}-{pre}"] = {
             **stage(["pretrain"], [weights], [prepared, *init_files], model=model,
                     pretraining=pre),
-            "outs": [_p(weights), _p(meta)],
+            "outs": [posix(weights), posix(meta)],
         }
     for model, pre in layout.used_pretrainings(cfg):
         figure = layout.reconstruction_figure(cfg, model, pre)
         stages[f"reconstructions-{model}-{pre}"] = {
             **stage(["reconstructions"], [figure], [prepared, *pretrained(model, pre)]),
-            "plots": [{_p(figure): {"cache": False}}],
+            "plots": [{posix(figure): {"cache": False}}],
         }
 
     for model, method, sigma in layout.runs(cfg):
@@ -211,7 +169,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
         stages[f"finetune-{model}-{method}-{_sigma_name(sigma)}"] = {
             **stage(["finetune"], [outs[0]], [prepared, *(pretrained(model, pre) if pre else [])],
                     model=model, method=method, sigma=sigma),
-            "outs": [_p(p) for p in outs],
+            "outs": [posix(p) for p in outs],
         }
 
     for model, method, sigma in layout.runs(cfg):
@@ -223,7 +181,7 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
         stages[f"certify-{model}-{method}-{_sigma_name(sigma)}"] = {
             **stage(["certify_shard", "merge_certify"], [tsv],
                     [prepared, folder / f"{ckpt}.safetensors", folder / f"{ckpt}.json"]),
-            "outs": [_p(p) for p in outs],
+            "outs": [posix(p) for p in outs],
         }
 
     report_inputs = []
@@ -233,10 +191,10 @@ def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None
     files = [*layout.table_paths(cfg), *layout.figure_paths(cfg)]
     stages["report"] = {
         **stage(["report"], ["report"], report_inputs),
-        "outs": [{_p(p): {"cache": False}} for p in files if p.suffix not in (".png", ".json")],
-        "metrics": [{_p(p): {"cache": False}} for p in files if p.suffix == ".json"],
+        "outs": [{posix(p): {"cache": False}} for p in files if p.suffix not in (".png", ".json")],
+        "metrics": [{posix(p): {"cache": False}} for p in files if p.suffix == ".json"],
         # Figures as plots: `dvc plots show` shows them; the CSV curves are top-level plots.
-        "plots": [{_p(p): {"cache": False}} for p in files if p.suffix == ".png"],
+        "plots": [{posix(p): {"cache": False}} for p in files if p.suffix == ".png"],
     }
     return stages
 
@@ -245,7 +203,7 @@ def dvc_plots(cfg: dict, wdir: str | None = None) -> list[dict]:
     """The top-level ``plots`` of dvc.yaml for ``cfg``; paths relative to the dvc.yaml, which
     is ``wdir`` away from the repository."""
     def rel(path: Path) -> str:
-        return _p(PurePosixPath(wdir) / _p(path)) if wdir else _p(path)
+        return posix(PurePosixPath(wdir) / posix(path)) if wdir else posix(path)
 
     plots: list[dict] = []
     for name, path in zip(layout.CURVES, layout.curve_paths(cfg), strict=True):
@@ -273,170 +231,77 @@ def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = N
                            "plots": dvc_plots(cfg, wdir)},
                           sort_keys=False, default_flow_style=False, width=1_000,
                           allow_unicode=True)
-    pull_config = "" if configfile == DEFAULT_CONFIG else f" CONFIG={configfile}"
-    return HEADER.format(config=configfile, pull_config=pull_config) + body
-
-
-# ------------------------------------------------------------------------------ after a pull
-
-
-def _tool(name: str) -> str:
-    """A tool installed beside this Python (the project's venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else (shutil.which(name) or name)
-
-
-def _inside(path: str, outs: list[str]) -> str | None:
-    for out in outs:
-        if path == out or path.startswith(out.rstrip("/") + "/"):
-            return out
-    return None
-
-
-def _paths(entries: list) -> list[str]:
-    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
-
-
-def stage_graph(stages: dict) -> dict[str, set[str]]:
-    """Upstream stages of each stage: those with an output that is (or holds) one of its deps."""
-    outs = {name: _paths(s.get("outs")) + _paths(s.get("plots")) + _paths(s.get("metrics"))
-            for name, s in stages.items()}
-    return {name: {other for other, o in outs.items()
-                   if other != name and any(_inside(_p(d), o) for d in _paths(s.get("deps")))}
-            for name, s in stages.items()}
-
-
-def parse_cmd(cmd: str) -> tuple[list[str], str]:
-    """(Snakemake targets, config file) of a generated stage command."""
-    words = shlex.split(cmd)
-    if not words or Path(words[0]).name != "snakemake":
-        raise ValueError(f"not a generated snakemake command: {cmd}")
-    targets = []
-    for word in words[1:]:
-        if word.startswith("-"):
-            break
-        targets.append(word)
-    return targets, words[words.index("--configfile") + 1]
-
-
-def up_to_date_stages(stages: dict, changed: set[str]) -> list[str]:
-    """Stages DVC reports unchanged whose upstream stages are all such stages too."""
-    graph = stage_graph(stages)
-    fresh: dict[str, bool] = {}
-
-    def ok(name: str, seen: tuple[str, ...] = ()) -> bool:
-        if name not in fresh:
-            if name in seen:
-                raise ValueError(f"dvc.yaml has a cycle through stage {name}")
-            fresh[name] = name not in changed and all(ok(u, (*seen, name))
-                                                      for u in graph[name])
-        return fresh[name]
-
-    return [name for name in stages if ok(name)]
-
-
-def touch_pulled(dvc_yaml: str = "dvc.yaml", root: Path | str = ".", *,
-                 dry_run: bool = False) -> list[str]:
-    """Mark the outputs of the up-to-date stages of ``dvc_yaml`` (relative to the repository
-    ``root``) as up to date for Snakemake; return those stages."""
-    stages = yaml.safe_load((Path(root) / dvc_yaml).read_text())["stages"]
-    proc = subprocess.run([_tool("dvc"), "status", "--json", dvc_yaml], cwd=root,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dvc status failed:\n{proc.stdout}{proc.stderr}")
-    status = json.loads(proc.stdout or "{}")
-    # Keys are stage names of the top-level dvc.yaml, or "<dvc.yaml path>:<name>".
-    changed = set()
-    for key in status:
-        path, _, name = key.rpartition(":")
-        if _p(path or "dvc.yaml") == _p(dvc_yaml):
-            changed.add(name)
-    fresh = up_to_date_stages(stages, changed)
-    targets: list[str] = []
-    configs = set()
-    for name in fresh:
-        stage_targets, configfile = parse_cmd(stages[name]["cmd"])
-        targets += stage_targets
-        configs.add(configfile)
-    if len(configs) > 1:
-        raise ValueError(f"{dvc_yaml}: stages use several config files: {sorted(configs)}")
-    print(f"dvc stages up to date ({len(fresh)} of {len(stages)}): "
-          f"{', '.join(fresh) or 'none'}", flush=True)
-    if targets and not dry_run:
-        cmd = [_tool("snakemake"), *targets, "--touch", "--forceall", "--cores", "1",
-               "--quiet", "all", "--configfile", configs.pop()]
-        subprocess.run(cmd, cwd=root, check=True)
-    return fresh
+    return HEADER.format(config=configfile) + body
 
 
 # ------------------------------------------------------------------------------------- CLI
 
 
-def _write_or_check(configfile: str, out: str, check: bool) -> bool:
-    """Write (or, with ``check``, compare) the dvc.yaml of ``configfile`` at ``out``."""
-    text = render(load(configfile), _p(configfile), dvc_yaml=_p(out))
-    path = Path(out)
+def _write_or_check(path: Path, text: str, check: bool, source: str, fix: str) -> bool:
+    """Write ``text`` to ``path`` (made from ``source``), or with ``check`` compare them and
+    print a diff and the command that fixes it (``fix``)."""
     old = path.read_text() if path.is_file() else ""
     if check:
         if old == text:
-            print(f"{out} is up to date with {configfile}")
+            print(f"{path} is up to date with {source}")
             return True
         sys.stdout.writelines(difflib.unified_diff(
             old.splitlines(keepends=True), text.splitlines(keepends=True),
-            f"{out} (committed)", f"{out} (generated from {configfile})"))
-        print(f"{out} differs from the stages generated from {configfile}; regenerate it: "
-              f"python -m dmae.dvcstages --config {configfile}", file=sys.stderr)
+            f"{path} (committed)", f"{path} (generated from {source})"))
+        print(f"{path} differs from what {source} makes; regenerate it: {fix}",
+              file=sys.stderr)
         return False
     if old != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)
-        print(f"wrote {out} ({text.count(chr(10))} lines) from {configfile}")
+        print(f"wrote {path} ({text.count(chr(10))} lines) from {source}")
     return True
+
+
+def committed_pipelines(root: Path | str = ".") -> list[str]:
+    """The configs of ``PIPELINES`` whose dvc.yaml is in the repository ``root`` (the
+    default's always is): those that ran and were committed, or were written to run them."""
+    return [c for c in PIPELINES
+            if c == DEFAULT_CONFIG or (Path(root) / dvc_file(c)).is_file()]
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m dmae.dvcstages") -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Write a config's dvc.yaml (one stage per workflow unit, each running its "
-                    "Snakemake target), check it, print where it lives, or, after `dvc pull`, "
-                    "mark the pulled outputs up to date for Snakemake.")
+                    "Snakemake target) and the code digests both tools read, check them, "
+                    "print where the dvc.yaml lives, or pull or push its outputs.")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--config", default=DEFAULT_CONFIG,
                        help=f"workflow config, relative to the repository (default "
                             f"{DEFAULT_CONFIG})")
     which.add_argument("--all", action="store_true",
-                       help=f"every committed pipeline: {', '.join(PIPELINES)}")
+                       help="every pipeline whose dvc.yaml is committed (of "
+                            f"{', '.join(PIPELINES)})")
     parser.add_argument("--output",
-                        help="dvc.yaml to write, check or touch, relative to the repository "
+                        help="dvc.yaml to write or check, relative to the repository "
                              "(default: the config's own, dvc.yaml or dvc/<name>/dvc.yaml)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="write nothing; exit 1 with a diff when the file differs")
-    mode.add_argument("--touch", action="store_true",
-                      help="after `dvc pull`: `snakemake --touch` the outputs of the stages "
-                           "`dvc status` reports up to date (and whose upstream stages are)")
+                      help="write nothing; exit 1 with a diff when a file differs")
     mode.add_argument("--path", action="store_true", help="print where the dvc.yaml lives")
     mode.add_argument("--pull", nargs="*", metavar="STAGE",
                       help="`dvc pull --with-deps` the stages (default: all) from the default "
-                           "remote, then --touch; stop first, changing nothing, when the "
-                           "remote cannot be reached, refuses the credentials or lacks an output")
+                           "remote; stop first, changing nothing, when the remote cannot be "
+                           "reached, refuses the credentials or lacks an output")
     mode.add_argument("--push", nargs="*", metavar="STAGE",
                       help="`dvc push --with-deps` the stages (default: all) to the default "
                            "remote, with the same checks")
     args = parser.parse_args(argv)
-    configs = PIPELINES if args.all else (_p(args.config),)
+    configs = committed_pipelines() if args.all else [posix(args.config)]
     if args.output and len(configs) > 1:
         parser.error("--output names one file: give --config, not --all")
     files = [args.output or dvc_file(c) for c in configs]
 
     if args.path:
         print(*files, sep="\n")
-        return 0
-    if args.touch:
-        for out in files:
-            touch_pulled(out)
         return 0
     if args.pull is not None or args.push is not None:
         from dmae import dvcremote  # it imports this module
@@ -452,7 +317,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m dmae.dvcstages") 
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    ok = [_write_or_check(c, out, args.check) for c, out in zip(configs, files, strict=True)]
+    ok = [_write_or_check(Path(code_identity.IDENTITY_FILE),
+                          code_identity.render(pipeline.code_digests()), args.check,
+                          "the library's code", f"{prog} --all")]
+    for configfile, out in zip(configs, files, strict=True):
+        text = render(load(configfile), configfile, dvc_yaml=posix(out))
+        ok.append(_write_or_check(Path(out), text, args.check, configfile,
+                                  f"{prog} --config {configfile}"))
     return 0 if all(ok) else 1
 
 

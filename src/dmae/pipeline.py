@@ -1,9 +1,10 @@
-"""The workflow's rules, described once: the code each runs, the settings it reads, and the
-resources it asks for.
+"""The workflow's rules, described once: the command each runs, the settings it reads, and
+the resources it asks for.
 
 workflow/rules/*.smk and the dvc.yaml generator (dmae.dvcstages) both read ``RULES``, so a
-rule reruns under Snakemake exactly when its DVC stage is stale: when a library file it runs
-changes (``code``), or one of the config settings it reads (``settings``; ``{model}``,
+rule reruns under Snakemake exactly when its DVC stage is stale: when what its command
+computes with changes (its command line and the library code it runs, as one digest:
+dmae.code_identity), or one of the config settings it reads (``settings``; ``{model}``,
 ``{method}``, ``{pretraining}`` and ``{sigma}`` stand for the job's own).
 """
 
@@ -12,14 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import dmae
-from dmae import layout
+from dmae import code_identity, layout
 
-SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
-
-# Library files every `dmae` command imports.
-COMMON_CODE = ("__init__.py", "cli.py", "config.py", "io.py", "layout.py", "pipeline.py",
-               "reproducibility.py", "runtime.py", "schemas/config.schema.yaml")
 # The runtime settings every training reads (dmae.config adds them to its hyperparameters).
 RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
                  "runtime.cpu_isa")
@@ -27,50 +22,51 @@ RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.
 
 @dataclass(frozen=True)
 class Rule:
-    code: tuple[str, ...]  # library parts (folders or files of src/dmae) beyond COMMON_CODE
+    # Snakemake's shell command: `dmae <subcommand> ...` (`{params.launcher}`: dmae, or
+    # torchrun for a job of several processes); the subcommand names the code it runs.
+    command: str
     settings: tuple[str, ...]  # dotted config keys
     resources: str  # the resources.<group> its jobs ask for
     rule_file: str  # under workflow/rules/
 
 
 RULES = {
-    "prepare_data": Rule(("data",), ("dataset",), "prepare", "data.smk"),
-    "pretrain": Rule(("data", "models", "train", "checkpoint.py", "precision.py"),
-                     ("models.{model}", "pretrainings.{pretraining}", "pretrain", *RUNTIME_TRAIN),
+    # The config file is not a parameter here: the prepared data is shared by every config
+    # with the same dataset settings (common.smk: DMAE_CONFIG).
+    "prepare_data": Rule('dmae prepare --config "$DMAE_CONFIG" 2> {log}',
+                         ("dataset",), "prepare", "data.smk"),
+    "pretrain": Rule("{params.launcher} pretrain --config {params.config} --model"
+                     " {wildcards.model} --pretraining {wildcards.pretraining}"
+                     " --out {params.outdir} --threads {threads} 2> {log}",
+                     ("models.{model}", "pretrainings.{pretraining}", "pretrain",
+                      *RUNTIME_TRAIN),
                      "pretrain", "pretrain.smk"),
-    "reconstructions": Rule(("data", "models", "certify", "checkpoint.py", "precision.py",
-                             "report/__init__.py", "report/reconstructions.py",
-                             "report/figures.py", "report/analysis.py"),
+    "reconstructions": Rule("dmae reconstruct --config {params.config} --checkpoint"
+                            " {input.weights} --out {output} --threads {threads} 2> {log}",
                             ("runtime.seed", "runtime.cpu_isa"), "report", "pretrain.smk"),
-    "finetune": Rule(("data", "models", "train", "checkpoint.py", "precision.py"),
+    "finetune": Rule("{params.launcher} finetune --config {params.config} --model"
+                     " {wildcards.model} --method {wildcards.method} --sigma {wildcards.sigma}"
+                     " {params.pretrained} --out {params.outdir} --threads {threads} 2> {log}",
                      ("models.{model}", "methods.{method}", "finetune",
                       "finetune_per_sigma.{sigma}", *RUNTIME_TRAIN),
                      "finetune", "finetune.smk"),
-    "certify_shard": Rule(("data", "models", "certify", "checkpoint.py", "precision.py"),
+    "certify_shard": Rule("dmae certify --config {params.config} --checkpoint {input.weights}"
+                          " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards}"
+                          " --out {output} --threads {threads} 2> {log}",
                           # not runtime.compile: the same computation, faster or not
                           ("certify", "runtime.amp", "runtime.cpu_isa"),
                           "certify", "certify.smk"),
-    # No model or torch: the shards' rows and the prepared split's size.
-    "merge_certify": Rule(("data", "certify/__init__.py", "certify/methods.py",
-                           "certify/records.py", "certify/stage.py"),
+    "merge_certify": Rule("dmae merge-certify --config {params.config} --out {output}"
+                          " {input.shards} 2> {log}",
                           ("certify",), "report", "certify.smk"),
-    "report": Rule(("report", "certify", "precision.py", "reference_results.csv"),
+    "report": Rule("dmae report --config {params.config} 2> {log}",
                    ("report", "methods", "certify", "dataset.name"), "report", "report.smk"),
 }
 
 
-def code_parts(rule: str) -> tuple[str, ...]:
-    """The library files and folders a rule's jobs run, relative to src/dmae."""
-    return COMMON_CODE + RULES[rule].code
-
-
-def code_files(rule: str) -> list[Path]:
-    """The library files a rule's jobs run, folders expanded to their Python files."""
-    files = []
-    for part in code_parts(rule):
-        path = SRC / part
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return files
+def code_digests(src: Path = code_identity.SRC) -> dict:
+    """Each rule's code digest and the library files' (dmae.code_identity.identity)."""
+    return code_identity.identity({rule: r.command for rule, r in RULES.items()}, src)
 
 
 def setting_keys(rule: str, **job: str) -> list[tuple[str, ...]]:

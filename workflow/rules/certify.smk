@@ -7,12 +7,12 @@ rule certify_shard:
     input:
         weights=f"{RESULTS}/finetune/{{model}}/{{method}}/sigma_{{sigma}}/{CKPT}.safetensors",
         manifest=PREPARED_MANIFEST,
-        code=code("certify_shard"),
     output:
         f"{CERTIFIED}/{{model}}/{{method}}/sigma_{{sigma}}/shard_{{shard}}-of-{SHARDS}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("certify_shard"),
+        code=code("certify_shard"),
         shards=SHARDS,
     log:
         f"{LOGS}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_shard_{{shard}}.log",
@@ -24,9 +24,7 @@ rule certify_shard:
     resources:
         **resources_of("certify_shard"),
     shell:
-        "dmae certify --config {params.config} --checkpoint {input.weights}"
-        " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards} --out {output}"
-        " --threads {threads} 2> {log}"
+        command("certify_shard")
 
 
 rule merge_certify:
@@ -35,12 +33,12 @@ rule merge_certify:
             f"{CERTIFIED}/{{{{model}}}}/{{{{method}}}}/sigma_{{{{sigma}}}}/shard_{{shard}}-of-{SHARDS}.tsv",
             shard=range(SHARDS),
         ),
-        code=code("merge_certify"),
     output:
         f"{CERTIFIED}/{{model}}/{{method}}/sigma_{{sigma}}.tsv",
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("merge_certify"),
+        code=code("merge_certify"),
     log:
         f"{LOGS}/{CERTIFY_KIND}/{{model}}_{{method}}_sigma_{{sigma}}_merge.log",
     benchmark:
@@ -51,4 +49,4 @@ rule merge_certify:
     resources:
         **resources_of("merge_certify"),
     shell:
-        "dmae merge-certify --config {params.config} --out {output} {input.shards} 2> {log}"
+        command("merge_certify")

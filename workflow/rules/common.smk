@@ -11,9 +11,12 @@ import yaml
 
 import dmae
 from dmae import config as dmae_config
-from dmae import layout, pipeline
+from dmae import code_identity, dvcsync, layout, pipeline
 from dmae.io import atomic_path
 
+# Snakemake reads the values inside a `--config key={...}` mapping as text: they are read
+# again as YAML types, as in a config file.
+config.update(dmae_config.deep_merge(config, dmae_config.yaml_typed(workflow.config_settings.config)))
 dmae_config.validate(config, source="workflow config")
 
 # Jobs call the `dmae` CLI installed beside this snakemake, even when its environment (the
@@ -62,13 +65,36 @@ onstart:
     write_effective_config()
 
 
+# Each rule's digest of what it computes with (its command and the normalised source of the
+# library code it runs; dmae.code_identity) is a param of its jobs, and is written to the
+# file DVC reads the same digests from: both tools rerun a rule on the same edits, and a
+# comment, a docstring or a message reruns nothing.
+CODE_IDENTITY = pipeline.code_digests()
+try:
+    code_identity.write(
+        Path(workflow.current_basedir).parents[1] / code_identity.IDENTITY_FILE, CODE_IDENTITY
+    )
+except OSError as error:  # a read-only checkout: the params hold the digests all the same
+    logger.warning(f"could not update {code_identity.IDENTITY_FILE}: {error}")
+
+
+# Outputs that DVC put in place (dvc pull, dvc checkout) count as done where dvc.lock vouches
+# for them (dmae.dvcsync); a cluster job's main process did it for it.
+if workflow.is_main_process and len(workflow.overwrite_configfiles) <= 1:
+    dvcsync.sync_workflow(
+        (workflow.overwrite_configfiles or workflow.configfiles)[0],
+        workflow.main_snakefile,
+        logger,
+    )
+
+
 def code(rule):
-    """Library files a rule's jobs run; editing one reruns them, and what follows."""
-    # Relative inside the working directory (the usual case: the repository itself), so a
-    # moved checkout is not "changed input files"; absolute for a workdir elsewhere.
-    here = Path.cwd()
-    return [os.path.relpath(f) if f.is_relative_to(here) else str(f)
-            for f in pipeline.code_files(rule)]
+    return CODE_IDENTITY["rules"][rule]
+
+
+def command(rule):
+    """The rule's shell command, from dmae.pipeline.RULES (its digest covers it)."""
+    return pipeline.RULES[rule].command
 
 
 def settings(rule):

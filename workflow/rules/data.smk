@@ -3,12 +3,11 @@
 
 
 rule prepare_data:
-    input:
-        code=code("prepare_data"),
     output:
         manifest=PREPARED_MANIFEST,
     params:
         settings=settings("prepare_data"),
+        code=code("prepare_data"),
     log:
         f"{LOGS}/prepare_{DATASET}.log",
     benchmark:
@@ -19,4 +18,4 @@ rule prepare_data:
     resources:
         **resources_of("prepare_data"),
     shell:
-        'dmae prepare --config "$DMAE_CONFIG" 2> {log}'
+        command("prepare_data")

@@ -6,7 +6,6 @@ rule finetune:
     input:
         manifest=PREPARED_MANIFEST,
         pretrained=pretrained_input,
-        code=code("finetune"),
     output:
         weights=f"{RESULTS}/finetune/{{model}}/{{method}}/sigma_{{sigma}}/{CKPT}.safetensors",
         meta=f"{RESULTS}/finetune/{{model}}/{{method}}/sigma_{{sigma}}/{CKPT}.json",
@@ -14,6 +13,7 @@ rule finetune:
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("finetune"),
+        code=code("finetune"),
         pretrained=pretrained_arg,
         outdir=lambda w: layout.finetune_dir(config, w.model, w.method, w.sigma),
         launcher=launcher("finetune"),
@@ -27,6 +27,4 @@ rule finetune:
     resources:
         **resources_of("finetune"),
     shell:
-        "{params.launcher} finetune --config {params.config} --model {wildcards.model}"
-        " --method {wildcards.method} --sigma {wildcards.sigma} {params.pretrained}"
-        " --out {params.outdir} --threads {threads} 2> {log}"
+        command("finetune")

@@ -6,13 +6,13 @@ rule pretrain:
     input:
         manifest=PREPARED_MANIFEST,
         init=pretrain_init,
-        code=code("pretrain"),
     output:
         weights=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.safetensors",
         meta=f"{RESULTS}/pretrain/{{model}}/{{pretraining}}/last.json",
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("pretrain"),
+        code=code("pretrain"),
         outdir=lambda w: layout.pretrain_dir(config, w.model, w.pretraining),
         launcher=launcher("pretrain"),
     log:
@@ -25,16 +25,13 @@ rule pretrain:
     resources:
         **resources_of("pretrain"),
     shell:
-        "{params.launcher} pretrain --config {params.config} --model {wildcards.model}"
-        " --pretraining {wildcards.pretraining} --out {params.outdir} --threads {threads}"
-        " 2> {log}"
+        command("pretrain")
 
 
 rule reconstructions:
     input:
         weights=lambda w: pretrained_weights(w.model, w.pretraining),
         manifest=PREPARED_MANIFEST,
-        code=code("reconstructions"),
     output:
         report(
             f"{RESULTS}/figures/reconstructions_{{model}}-{{pretraining}}.png",
@@ -44,6 +41,7 @@ rule reconstructions:
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("reconstructions"),
+        code=code("reconstructions"),
     log:
         f"{LOGS}/reconstructions/{{model}}_{{pretraining}}.log",
     benchmark:
@@ -54,5 +52,4 @@ rule reconstructions:
     resources:
         **resources_of("reconstructions"),
     shell:
-        "dmae reconstruct --config {params.config} --checkpoint {input.weights}"
-        " --out {output} --threads {threads} 2> {log}"
+        command("reconstructions")

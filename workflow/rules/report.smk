@@ -5,13 +5,13 @@ rule report:
     input:
         tsvs=ALL_CERTIFICATIONS,
         checkpoints=FINETUNE_METAS,
-        code=code("report"),
     output:
         tables=reported(REPORT_TABLES, "Tables"),
         figures=reported(REPORT_FIGURES, "Figures"),
     params:
         config=EFFECTIVE_CONFIG,
         settings=settings("report"),
+        code=code("report"),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -22,4 +22,4 @@ rule report:
     resources:
         **resources_of("report"),
     shell:
-        "dmae report --config {params.config} 2> {log}"
+        command("report")
