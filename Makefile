@@ -45,20 +45,11 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
 ## make check: after make reproduce, compare this run with the committed reference: every
-## table cell (identical, within its 95% interval, or beyond: exit 1) and, for the default
-## config, every DVC-tracked output's hash against dvc.lock
+## table cell (identical, within its 95% interval, or beyond: exit 1) and, for a config whose
+## DVC pipeline is committed, every output's hash against the reference of this CPU's vendor
+## (dvc.lock, or results/<name>/reference/<vendor>.json; dmae.check)
 check: venv
-	@results=$$($(BIN)/python -c "import sys; from dmae import config, layout; \
-		print(layout.results_dir(config.load(sys.argv[1])))" $(CONFIG)) && \
-	ref=$$(mktemp -d) && trap 'rm -rf "$$ref"' EXIT && \
-	git archive HEAD "$$results/tables" | tar -x -C "$$ref" && \
-	$(BIN)/dmae compare "$$ref/$$results" "$$results" && \
-	if [ "$(CONFIG)" = config/default.yaml ]; then \
-		$(BIN)/dvc status dvc.yaml && { $(BIN)/dvc status --quiet dvc.yaml || { \
-		$(BIN)/python -c "import sys; from dmae import io, reproducibility as r; \
-		print(r.other_vendor_note(io.read_json(sys.argv[1])))" "$$results/tables/run_info.json"; \
-		exit 1; }; } && \
-		echo "check: every output has the hash dvc.lock records"; fi
+	$(BIN)/dmae check --config $(CONFIG)
 
 ## make pages: after make reproduce, open the run's report.html and DVC's plots page (made
 ## here with vega inlined, so it works offline) in headless Chromium; exit 1 naming any broken

@@ -137,6 +137,15 @@ def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
     return 1 if comparison.beyond_uncertainty else 0
 
 
+def cmd_check(args: argparse.Namespace, cfg: dict) -> int:
+    from dmae import check
+
+    if args.record:
+        print(f"wrote {check.record(args.config)}")
+        return 0
+    return check.check(args.config)
+
+
 def cmd_dvc_yaml(argv: list[str]) -> int:
     from dmae import dvcstages
 
@@ -278,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", choices=["all", "different"], default="different",
                    help="cells to list (default: those that are not identical)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "check", parents=[common],
+        help="after a run: compare its tables with the committed ones and its outputs' bytes "
+        "with the reference of this CPU's vendor; exit 1 when they differ (make check)",
+        description="Every table cell against the tables committed at HEAD (as dmae compare), "
+        "then, for a config whose DVC pipeline is committed, every output's md5 against "
+        "dvc.lock where the committed run was made on a CPU of this machine's vendor, else "
+        "against results/<name>/reference/<vendor>.json.",
+    )
+    p.add_argument("--record", action="store_true",
+                   help="write this run's output hashes as its CPU vendor's reference instead")
+    p.set_defaults(func=cmd_check, uses_torch=False)
 
     sub.add_parser(
         "dvc-yaml", add_help=False,

@@ -160,3 +160,9 @@ def figure_paths(cfg: dict) -> list[Path]:
 
 def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:
     return results_dir(cfg) / "figures" / f"reconstructions_{model}-{pretraining}.png"
+
+
+def reference_hashes(cfg: dict, vendor: str) -> Path:
+    """The md5 of every output of the config's committed run as a CPU of ``vendor`` wrote
+    them, for a rerun on such a CPU to be checked against (dmae.check)."""
+    return results_dir(cfg) / "reference" / f"{vendor}.json"

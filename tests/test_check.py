@@ -1,0 +1,100 @@
+"""`make check` (dmae.check) on a CPU of either vendor: a clone of the repository that ran the
+tiny pipeline, its outputs pulled, checked against dvc.lock where the committed run was made
+on this machine's CPU vendor, else against the reference hashes of this vendor, else by its
+tables alone, saying so (real git, dvc and make)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN
+from dvc_repos import CONFIG, NAME, make, pushed_repository, run, tool_env
+
+from dmae.reproducibility import cpu_vendor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    return pushed_repository(tmp_path_factory)  # one build for the DVC tests
+
+
+def clone_of_a_run_made_on(pushed, name: str, vendor: str) -> tuple[Path, dict]:
+    """A clone with the pushed outputs, whose committed run_info.json names ``vendor``."""
+    root, home, origin = pushed
+    clone = root / name
+    run(["git", "clone", "-q", origin, clone], cwd=root)
+    env = tool_env(home, clone)
+    run([BIN / "dvc", "pull"], cwd=clone, env=env)
+    info = clone / "results" / NAME / "tables" / "run_info.json"
+    info.write_text(json.dumps({"cpu_vendor": vendor, "machine": "a test"}))
+    run(["git", "add", str(info)], cwd=clone, env=env)
+    run(["git", "commit", "-qm", f"the run was made on an {vendor} CPU"], cwd=clone, env=env)
+    return clone, env
+
+
+def dmae_check(clone: Path, env: dict, *args: str):
+    return run([BIN / "dmae", "check", "--config", CONFIG, *args], cwd=clone, env=env,
+               check=False)
+
+
+def a_checkpoint(clone: Path) -> Path:
+    return next((clone / "results" / NAME / "finetune").rglob("best.safetensors"))
+
+
+def test_on_the_vendor_of_the_committed_run_dvc_lock_decides(pushed):
+    clone, env = clone_of_a_run_made_on(pushed, "check-same", cpu_vendor())
+    proc = make("check", clone, env)  # the Makefile's own recipe
+    assert "cells:" in proc.stdout and "identical" in proc.stdout
+    assert f"check: every output has the hash dvc/{NAME}/dvc.lock records" in proc.stdout
+
+    checkpoint = a_checkpoint(clone)
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "modified:" in proc.stdout and "best.safetensors" in proc.stdout
+
+
+def test_on_another_vendor_that_vendors_reference_decides(pushed):
+    ours = cpu_vendor()
+    clone, env = clone_of_a_run_made_on(pushed, "check-other", "OtherVendor")
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"The reference ran on an OtherVendor CPU, this machine has an {ours} one" in (
+        proc.stdout)
+    assert f"No reference of {ours} bytes is committed" in proc.stdout
+
+    recorded = dmae_check(clone, env, "--record")
+    reference = clone / "results" / NAME / "reference" / f"{ours}.json"
+    assert recorded.returncode == 0 and reference.is_file(), recorded.stdout + recorded.stderr
+    hashes = json.loads(reference.read_text())["md5"]
+    stages = yaml.safe_load((clone / f"dvc/{NAME}/dvc.yaml").read_text())["stages"]
+    assert len(hashes) > len(stages) and all(len(h) == 32 for h in hashes.values())
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"every output has the hash the {ours} reference records" in proc.stdout
+
+    checkpoint = a_checkpoint(clone)
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 1
+    name = str(checkpoint.relative_to(clone))
+    assert f"differs from the {ours} reference: {name}" in proc.stdout
+    assert f"1 of {len(hashes)} outputs differ" in proc.stdout
+
+
+def test_a_table_cell_beyond_its_interval_fails_the_check(pushed):
+    clone, env = clone_of_a_run_made_on(pushed, "check-tables", cpu_vendor())
+    table = clone / "results" / NAME / "tables" / "certified_accuracy.csv"
+    header, first, *rest = table.read_text().splitlines()
+    cells = first.split(",")
+    column = header.split(",").index("r=0")
+    cells[column] = "100.0" if cells[column] != "100.0" else "0.0"
+    table.write_text("\n".join([header, ",".join(cells), *rest]) + "\n")
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 1
+    assert "beyond" in proc.stdout and "certified_accuracy" in proc.stdout
