@@ -296,6 +296,25 @@ def test_a_plain_dvc_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
 
 
 @pytest.mark.slow
+def test_what_snakemake_wrote_itself_is_not_taken_for_a_pull(pushed):
+    """A run that rewrites an up-to-date stage's bytes (a forced pretraining: the same seed,
+    the same checkpoint) beside a changed fine-tuning: the next snakemake must not mark the
+    pretraining done again, which would make the new fine-tuning look older than its input.
+    (Snakemake's own checksums would hide that for files this small: switched off here.)"""
+    clone, env, _ = clone_and_pull(pushed, "own-run")
+    cfg = yaml.safe_load((clone / CONFIG).read_text())
+    cfg["finetune"]["max_steps"] = 4
+    (clone / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run([BIN / "snakemake", "--cores", "2", "--configfile", CONFIG, "--forcerun", "pretrain"],
+        cwd=clone, env=env)
+    assert dvc_status(clone, env) >= {"finetune-micro-dmae-sigma_0_25"}
+    assert "pretrain-micro-dmae" not in dvc_status(clone, env)  # the same bytes as the lock's
+    proc = run([BIN / "snakemake", "-n", "--configfile", CONFIG, "--max-checksum-file-size",
+                "1"], cwd=clone, env=env)
+    assert planned_jobs(proc) == {}, proc.stdout
+
+
+@pytest.mark.slow
 def test_both_tools_rerun_exactly_what_a_code_edit_changes(pushed):
     """A comment and a docstring in every library file: nothing to run, `dvc status` clean.
     A change in the model code: the same stages in both tools, every one that runs a model."""

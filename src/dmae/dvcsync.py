@@ -16,8 +16,9 @@ up-to-date stages downstream of them, are marked done for Snakemake: a nested
 ``snakemake --touch`` of their targets touches their outputs in DAG order and records
 Snakemake's metadata for each job (settings, code digest, inputs), so a later edit reruns
 exactly the jobs it concerns. Stages DVC does not vouch for are left alone, and Snakemake runs
-them as usual. Nothing happens inside a DVC stage's own command (DVC holds its lock then) or
-in a cluster job.
+them as usual. A run that ends records the look too (``remember``): what Snakemake wrote
+itself is not taken for what DVC put in place. Nothing happens inside a DVC stage's own
+command (DVC holds its lock then) or in a cluster job.
 """
 
 from __future__ import annotations
@@ -218,12 +219,22 @@ def sync(root: Path | str, dvc_yaml: str, *, everything: bool = False,
     marked = downstream(stages, moved, fresh) if moved else []
     if marked:
         mark_done(root, dvc_yaml, stages, marked, snakefile)
-        now = look(root, dvc_yaml, stages)  # the touch moved their times
+    remember(root, dvc_yaml, stages)  # the touch moved their times
+    return marked
+
+
+def remember(root: Path | str, dvc_yaml: str, stages: dict | None = None) -> None:
+    """Record what the pipeline's outputs look like now, as this tool's own doing: the
+    workflow calls it when a run ends, so that outputs Snakemake wrote itself are not taken
+    for ones DVC put in place."""
+    root = Path(root)
+    if stages is None:
+        stages = _load(root / dvc_yaml)["stages"]
+    state = _state_file(root, dvc_yaml)
     state.parent.mkdir(parents=True, exist_ok=True)
     tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps(now))
+    tmp.write_text(json.dumps(look(root, dvc_yaml, stages)))
     tmp.replace(state)
-    return marked
 
 
 def pipeline_of(root: Path | str, configfile: str | os.PathLike) -> str | None:
@@ -238,20 +249,21 @@ def pipeline_of(root: Path | str, configfile: str | os.PathLike) -> str | None:
     return dvc_yaml if (root / dvc_yaml).is_file() else None
 
 
-def sync_workflow(configfile: str | os.PathLike, snakefile: str, log) -> None:
+def sync_workflow(configfile: str | os.PathLike, snakefile: str, log) -> str | None:
     """What the workflow runs as it starts (common.smk): sync the pipeline of ``configfile``
-    in the working directory, if it has one; ``log``: Snakemake's logger. A failure is a
-    warning: Snakemake then decides by itself, as without DVC."""
+    in the working directory, if it has one, and return it; ``log``: Snakemake's logger. A
+    failure is a warning: Snakemake then decides by itself, as without DVC."""
     if os.environ.get(NESTED) or os.environ.get("DVC_STAGE"):
-        return  # the nested snakemake, or a stage's command under `dvc repro`
+        return None  # the nested snakemake, or a stage's command under `dvc repro`
     dvc_yaml = pipeline_of(".", configfile)
     if dvc_yaml is None or shutil.which(tool("dvc")) is None:
-        return
+        return None
     try:
         marked = sync(".", dvc_yaml, snakefile=snakefile)
     except (RuntimeError, ValueError, OSError) as error:
         log.warning(f"could not mark the outputs DVC restored as done ({dvc_yaml}): {error}")
-        return
+        return None
     if marked:
         log.info(f"{dvc_yaml}: marked done for Snakemake, as dvc.lock records them: "
                  f"{', '.join(marked)}")
+    return dvc_yaml

@@ -80,12 +80,27 @@ except OSError as error:  # a read-only checkout: the params hold the digests al
 
 # Outputs that DVC put in place (dvc pull, dvc checkout) count as done where dvc.lock vouches
 # for them (dmae.dvcsync); a cluster job's main process did it for it.
+DVC_PIPELINE = None
 if workflow.is_main_process and len(workflow.overwrite_configfiles) <= 1:
-    dvcsync.sync_workflow(
+    DVC_PIPELINE = dvcsync.sync_workflow(
         (workflow.overwrite_configfiles or workflow.configfiles)[0],
         workflow.main_snakefile,
         logger,
     )
+
+
+def remember_dvc_outputs():
+    """What this run wrote is Snakemake's own doing, not something DVC put in place."""
+    if DVC_PIPELINE is not None:
+        dvcsync.remember(".", DVC_PIPELINE)
+
+
+onsuccess:
+    remember_dvc_outputs()
+
+
+onerror:
+    remember_dvc_outputs()
 
 
 def code(rule):
