@@ -74,10 +74,10 @@ clean-venv:
 STAGES ?=
 .PHONY: pull push
 
-## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, then
-## mark what DVC reports up to date as done for Snakemake (it would rerun it otherwise).
-## dmae.dvcstages runs `dvc pull --with-deps` after asking the remote (dvc status --cloud):
-## an unreachable remote, refused credentials or a missing output stop it before any change
+## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, as a
+## plain `dvc pull` does, but asking the remote first (dvc status --cloud): an unreachable
+## remote, refused credentials or a missing output stop it before any change. Then, as the
+## next snakemake would, what dvc.lock vouches for is marked done for Snakemake (dmae.dvcsync)
 pull: venv
 	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --pull $(STAGES)
 

@@ -266,6 +266,23 @@ def test_config_overrides_are_typed_and_go_on_top_of_the_config_file(smoke_run):
     assert nested.get("finetune") == len(cfg["methods"]) and "pretrain" not in nested, nested
 
 
+def test_make_reproduce_in_a_fresh_clone_computes_what_its_committed_tables_came_from(
+        library_copy):
+    """A clone holds the committed tables without the checkpoints and certifications they
+    came from: to Snakemake those tables are up to date, and nothing would run; make
+    reproduce remakes the report (--forcerun report), so the whole chain runs."""
+    config = library_copy / "config" / "smoke.yaml"
+    cfg = cfglib.load(config)
+    assert all((library_copy / p).is_file() for p in layout.table_paths(cfg))
+    assert planned_jobs(snakemake(library_copy, config, "-n", checkout=library_copy)) == {}
+    makefile = (REPO / "Makefile").read_text()
+    assert "--configfile $(CONFIG) \\\n\t\t--forcerun report\n" in makefile
+    jobs = planned_jobs(snakemake(library_copy, config, "-n", "--forcerun", "report",
+                                  checkout=library_copy))
+    assert jobs == planned_jobs(snakemake(library_copy, config, "-n", "--forceall",
+                                          checkout=library_copy))
+
+
 def test_without_a_config_file_overrides_go_on_top_of_the_default(tmp_path):
     default = cfglib.load(REPO / "config" / "default.yaml")
     full = planned_jobs(snakemake(tmp_path, None, "-n"))

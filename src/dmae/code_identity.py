@@ -8,11 +8,11 @@ when they moved; ``python -m dmae.dvcstages --all`` writes it too, and ``--check
 fails while the committed one is stale.
 
 Which code counts for a rule: the part of the CLI its `dmae` subcommand runs (``cli_tree``:
-all but the other subcommands' functions and arguments), and every library module that can
-import, anywhere in a module (inside functions too), followed through the packages that
+all but the other subcommands' functions and arguments), and every library module that part
+can import, following every import statement (inside functions too) and the packages that
 export lazily (``dmae.lazy_exports``); plus the data files those modules read
-(``DATA_FILES``). Everything else in the library (other stages, the
-DVC and browser tooling, ``dmae.pipeline``'s resources) is not this rule's code.
+(``DATA_FILES``). Everything else in the library (other stages, the DVC and browser tooling,
+``dmae.pipeline`` with its resources) is no rule's code.
 
 What does not count, because no output depends on it: comments, blank lines and formatting
 (the digest is over Python's syntax tree, not the text); docstrings and other bare strings;
