@@ -340,6 +340,22 @@ def test_both_tools_rerun_exactly_what_a_code_edit_changes(pushed):
 
 
 @pytest.mark.slow
+def test_a_new_sigma_is_new_stages_in_both_tools(pushed):
+    """The runs of a config are the stages of its pipeline: snakemake writes the dvc.yaml
+    anew when they change, so `dvc status` and `dvc repro` see the new sigma's stages too."""
+    clone, env, _ = clone_and_pull(pushed, "new-sigma")
+    cfg = yaml.safe_load((clone / CONFIG).read_text())
+    cfg["sigmas"] = [0.25, 0.5]
+    (clone / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(dry_run(clone, env))
+    assert jobs == {"finetune": 1, "certify_shard": 1, "merge_certify": 1, "report": 1,
+                    "default": 1}, jobs
+    new = {"finetune-micro-dmae-sigma_0_5", "certify-micro-dmae-sigma_0_5"}
+    assert new <= set(yaml.safe_load((clone / DVC_FILE).read_text())["stages"])
+    assert dvc_status(clone, env) == new | {"report"}
+
+
+@pytest.mark.slow
 def test_dvc_exp_run_sets_a_parameter_and_reruns_only_what_reads_it(pushed):
     """`dvc exp run -S` on the config file: the certification and the report run again
     (through their Snakemake targets), nothing else, and the experiment records the value."""

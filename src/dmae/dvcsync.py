@@ -8,10 +8,11 @@ output, it could not tell when a later edit should rerun it.
 
 So the workflow calls ``sync`` each time it starts (workflow/rules/common.smk). It looks at
 the pipeline of the config being run (its dvc.yaml and dvc.lock, when the working directory
-has them) and, when the lock or any output changed since its last look (size and time of each
-file, kept in ``.snakemake/dmae-dvc-sync/``), asks ``dvc status`` which stages are up to
-date: their code digests, settings and inputs as dvc.lock records, and every output present
-with the recorded hash. Of those, the ones whose outputs changed since the last look, and the
+has them; a dvc.yaml whose config's runs changed is first written anew) and, when the lock or
+any output changed since its last look (size and time of each file, kept in
+``.snakemake/dmae-dvc-sync/``), asks ``dvc status`` which stages are up to date: their code
+digests, settings and inputs as dvc.lock records, and every output present with the recorded
+hash. Of those, the ones whose outputs changed since the last look, and the
 up-to-date stages downstream of them, are marked done for Snakemake: a nested
 ``snakemake --touch`` of their targets touches their outputs in DAG order and records
 Snakemake's metadata for each job (settings, code digest, inputs), so a later edit reruns
@@ -34,7 +35,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from dmae.dvcstages import dvc_file, posix
+from dmae.config import load
+from dmae.dvcstages import dvc_file, posix, render
 
 NESTED = "DMAE_DVC_SYNC"  # set for the nested snakemake, which must not sync again
 STATE_DIR = ".snakemake/dmae-dvc-sync"
@@ -244,9 +246,22 @@ def pipeline_of(root: Path | str, configfile: str | os.PathLike) -> str | None:
     config = Path(os.path.abspath(configfile))
     if not (root / ".dvc").is_dir() or not config.is_relative_to(root):
         return None
-    configfile = posix(config.relative_to(root))
-    dvc_yaml = dvc_file(configfile)
+    dvc_yaml = dvc_file(posix(config.relative_to(root)))
     return dvc_yaml if (root / dvc_yaml).is_file() else None
+
+
+def follow_config(root: Path, dvc_yaml: str) -> bool:
+    """Rewrite ``dvc_yaml`` from its config file when the config's runs changed (a sigma or a
+    method added); True when it was rewritten."""
+    configfile = parse_cmd(next(iter(_load(root / dvc_yaml)["stages"].values()))["cmd"])[1]
+    text = render(load(root / configfile), configfile, dvc_yaml=dvc_yaml)
+    path = root / dvc_yaml
+    if path.read_text() == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
 
 
 def sync_workflow(configfile: str | os.PathLike, snakefile: str, log) -> str | None:
@@ -259,6 +274,8 @@ def sync_workflow(configfile: str | os.PathLike, snakefile: str, log) -> str | N
     if dvc_yaml is None or shutil.which(tool("dvc")) is None:
         return None
     try:
+        if follow_config(Path("."), dvc_yaml):
+            log.info(f"{dvc_yaml}: rewritten from its config, whose runs changed")
         marked = sync(".", dvc_yaml, snakefile=snakefile)
     except (RuntimeError, ValueError, OSError) as error:
         log.warning(f"could not mark the outputs DVC restored as done ({dvc_yaml}): {error}")
