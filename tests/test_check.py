@@ -6,16 +6,17 @@ tables alone, saying so (real git, dvc and make)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN
+from conftest import BIN, REPO
 from dvc_repos import CONFIG, NAME, make, pushed_repository, run, tool_env
 
+from dmae import check, code_identity, dvcstages, dvcsync, layout
+from dmae import config as cfglib
 from dmae.reproducibility import cpu_vendor
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +47,26 @@ def a_checkpoint(clone: Path) -> Path:
     return next((clone / "results" / NAME / "finetune").rglob("best.safetensors"))
 
 
+@pytest.mark.slow
 def test_on_the_vendor_of_the_committed_run_dvc_lock_decides(pushed):
     clone, env = clone_of_a_run_made_on(pushed, "check-same", cpu_vendor())
     proc = make("check", clone, env)  # the Makefile's own recipe
     assert "cells:" in proc.stdout and "identical" in proc.stdout
     assert f"check: every output has the hash dvc/{NAME}/dvc.lock records" in proc.stdout
+    # the bytes are what counts, not DVC's cache (a rerun's outputs are in none)
+    shutil.rmtree(clone / ".dvc" / "cache")
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 0 and "every output has the hash" in proc.stdout, proc.stdout
 
     checkpoint = a_checkpoint(clone)
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
     proc = dmae_check(clone, env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "modified:" in proc.stdout and "best.safetensors" in proc.stdout
+    assert f"  modified: {checkpoint.relative_to(clone)}" in proc.stdout
+    assert "check: 1 outputs differ from what" in proc.stdout
 
 
+@pytest.mark.slow
 def test_on_another_vendor_that_vendors_reference_decides(pushed):
     ours = cpu_vendor()
     clone, env = clone_of_a_run_made_on(pushed, "check-other", "OtherVendor")
@@ -79,14 +87,33 @@ def test_on_another_vendor_that_vendors_reference_decides(pushed):
     assert f"every output has the hash the {ours} reference records" in proc.stdout
 
     checkpoint = a_checkpoint(clone)
-    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
+    original = checkpoint.read_bytes()
+    checkpoint.write_bytes(original + b"\0")
     proc = dmae_check(clone, env)
     assert proc.returncode == 1
     name = str(checkpoint.relative_to(clone))
     assert f"differs from the {ours} reference: {name}" in proc.stdout
     assert f"1 of {len(hashes)} outputs differ" in proc.stdout
+    checkpoint.write_bytes(original)
+
+    # A reference describes the run of one dvc.lock: another lock's outputs make it stale.
+    data = json.loads(reference.read_text())
+    data["dvc_lock_outputs"] = "0" * 16
+    reference.write_text(json.dumps(data))
+    proc = dmae_check(clone, env)
+    assert proc.returncode == 1 and "was recorded for the outputs of another" in proc.stdout
 
 
+@pytest.mark.slow
+def test_a_config_without_committed_tables_is_refused_by_name(pushed):
+    clone, env = clone_of_a_run_made_on(pushed, "check-none", cpu_vendor())
+    proc = run([BIN / "dmae", "check", "--config", "config/imagenet.yaml"], cwd=clone, env=env,
+               check=False)
+    assert proc.returncode == 2
+    assert "no tables of results/imagenet are committed" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
 def test_a_table_cell_beyond_its_interval_fails_the_check(pushed):
     clone, env = clone_of_a_run_made_on(pushed, "check-tables", cpu_vendor())
     table = clone / "results" / NAME / "tables" / "certified_accuracy.csv"
@@ -98,3 +125,38 @@ def test_a_table_cell_beyond_its_interval_fails_the_check(pushed):
     proc = dmae_check(clone, env)
     assert proc.returncode == 1
     assert "beyond" in proc.stdout and "certified_accuracy" in proc.stdout
+
+
+# ------------------------------------------------------------- the committed references
+
+
+def test_each_committed_reference_describes_the_committed_run():
+    """A vendor's reference holds every output of the committed pipeline and was recorded
+    for the outputs its dvc.lock records; a lock whose outputs changed needs it recorded
+    again on that vendor's CPU (or removed: the check then says the tables are the check)."""
+    for configfile in dvcstages.committed_pipelines(REPO):
+        cfg = cfglib.load(REPO / configfile)
+        dvc_yaml = dvcstages.dvc_file(configfile)
+        outs = [p for stage in yaml.safe_load((REPO / dvc_yaml).read_text())["stages"].values()
+                for p in dvcsync.outputs(stage)]
+        for path in sorted((REPO / layout.results_dir(cfg) / "reference").glob("*.json")):
+            reference = json.loads(path.read_text())
+            assert path.stem == reference["cpu_vendor"]
+            assert reference["dvc_lock_outputs"] == check.lock_outputs(REPO, dvc_yaml), path
+            files = set(reference["md5"])
+            assert all(dvcsync.inside(f, outs) for f in files), path
+            assert all(any(dvcsync.inside(f, [out]) for f in files) for out in outs), path
+
+
+def test_the_committed_lock_records_the_committed_code_digests():
+    """dvc.lock's code params are workflow/code-identity.yaml's: otherwise `dvc status` on
+    the committed run reports changed params, and its rerun is not the run the lock made."""
+    rules = yaml.safe_load((REPO / code_identity.IDENTITY_FILE).read_text())["rules"]
+    for configfile in dvcstages.committed_pipelines(REPO):
+        dvc_yaml = dvcstages.dvc_file(configfile)
+        stages = yaml.safe_load((REPO / dvc_yaml).read_text())["stages"]
+        lock = yaml.safe_load((REPO / Path(dvc_yaml).with_suffix(".lock")).read_text())
+        for name, stage in stages.items():
+            recorded = lock["stages"][name]["params"][code_identity.IDENTITY_FILE]
+            expected = {f"rules.{r}": rules[r] for r in dvcsync.parse_cmd(stage["cmd"])[2]}
+            assert recorded == expected, f"{name}: re-record dvc.lock's code digests"

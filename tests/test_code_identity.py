@@ -65,6 +65,8 @@ DIFFERENT = {
     "an output key": BASE.replace('{"value"', '{"scaled"'),
     "an argparse default": BASE.replace("default=SCALE,", "default=1.0,"),
     "a logged value": BASE.replace("x, factor)", "x, SCALE)"),
+    "a call inside an f-string statement": BASE.replace(
+        '    print("scaling", x)\n', '    print("scaling", x)\n    f"{next(iter([x]))}"\n'),
     "a removed check": BASE.replace("    if x < 0:\n        raise ValueError("
                                     'f"x must be >= 0, got {x}")\n', ""),
 }
@@ -105,6 +107,20 @@ def test_the_schema_counts_its_values_not_its_descriptions(tmp_path):
     defaulted = tmp_path / "defaulted.yaml"
     defaulted.write_text(text.replace(default, "default: 101\n", 1))
     assert code_identity.normalised(defaulted) != code_identity.normalised(schema)
+
+
+def test_a_schema_setting_named_like_an_annotation_counts():
+    """Under ``properties`` the keys are setting names: one called ``title`` is a setting,
+    not the schema's annotation."""
+    schema = {"type": "object", "description": "a report",
+              "properties": {"title": {"type": "string", "default": "Results",
+                                       "description": "the heading"}}}
+    renamed = {**schema, "properties": {"heading": schema["properties"]["title"]}}
+    reworded = {**schema, "description": "another text"}
+    strip = code_identity._without_text
+    assert strip(schema) == strip(reworded)
+    assert strip(schema) != strip(renamed)
+    assert strip(schema)["properties"]["title"] == {"type": "string", "default": "Results"}
 
 
 def test_every_data_file_of_the_library_belongs_to_the_module_that_reads_it():

@@ -7,8 +7,9 @@ The pinned CPU kernels write the same bytes on CPUs of one vendor, not across ve
   within its 95% interval, or beyond it, which fails the check;
 - for a config whose DVC pipeline is committed, every output's bytes against the reference of
   this machine's CPU vendor: dvc.lock (``dvc status``) where the committed run was made on this
-  vendor (its run_info.json says which), else ``layout.reference_hashes(cfg, vendor)``, the
-  md5 of every output as a run on that vendor wrote them (``dmae check --record`` writes it).
+  vendor (its run_info.json says which; ``dvc diff`` against HEAD), else
+  ``layout.reference_hashes(cfg, vendor)``, the md5 of every output as a run on that vendor
+  wrote them for the same dvc.lock (``dmae check --record`` writes it).
   Where neither exists, the table comparison is the check, and it says so.
 """
 
@@ -44,7 +45,11 @@ def _git(root: Path, *args: str) -> bytes:
 
 def committed_tables(root: Path, results: Path, dest: Path) -> Path:
     """The run's tables as committed at HEAD, extracted under ``dest``; return that folder."""
-    archive = _git(root, "archive", "--format=tar", "HEAD", posix(results / "tables"))
+    tables = posix(results / "tables")
+    if not _git(root, "ls-tree", "--name-only", "HEAD", f"{tables}/").strip():
+        raise ValueError(f"no tables of {results} are committed (HEAD has no {tables}/): "
+                         "there is no reference run to check against")
+    archive = _git(root, "archive", "--format=tar", "HEAD", tables)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     return dest / results / "tables"
@@ -80,6 +85,28 @@ def md5(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def lock_outputs(root: Path, dvc_yaml: str) -> str:
+    """A digest of the outputs the committed dvc.lock (at HEAD) records: a reference of
+    another vendor describes the run of that lock only."""
+    lock = posix(Path(dvc_yaml).with_suffix(".lock"))
+    stages = yaml.safe_load(_git(root, "show", f"HEAD:{lock}"))["stages"]
+    outs = sorted(f"{out['path']} {out['md5']}" for stage in stages.values()
+                  for out in stage.get("outs", []))
+    return hashlib.sha256("\n".join(outs).encode()).hexdigest()[:16]
+
+
+def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
+    """The outputs whose bytes differ from what the committed dvc.lock (at HEAD) records
+    (`dvc diff` hashes the workspace; it needs none of them in DVC's cache)."""
+    proc = subprocess.run([tool("dvc"), "diff", "--json", "--targets", dvc_yaml], cwd=root,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc diff failed in {root}:\n{proc.stdout}{proc.stderr}")
+    found = json.loads(proc.stdout or "{}")
+    return sorted(f"{kind}: {entry['path']}" for kind in ("modified", "deleted", "added")
+                  for entry in found.get(kind, []))
+
+
 def record(configfile: str, root: Path | str = ".") -> Path:
     """Write this run's output hashes as the reference of this machine's CPU vendor."""
     root, cfg = Path(root), load(Path(root) / configfile)
@@ -95,7 +122,8 @@ def record(configfile: str, root: Path | str = ".") -> Path:
     info = json.loads((root / run_info_path(cfg)).read_text()) if (
         root / run_info_path(cfg)).is_file() else {}
     write_json(root / path, {"cpu_vendor": vendor, "machine": info.get("machine"),
-                             "commit": info.get("commit"), "md5": files})
+                             "commit": info.get("commit"),
+                             "dvc_lock_outputs": lock_outputs(root, dvc_yaml), "md5": files})
     return path
 
 
@@ -115,22 +143,27 @@ def check(configfile: str, root: Path | str = ".") -> int:
         print(f"check: {configfile} has no committed DVC pipeline, so only its tables count")
         return 0
     ours, theirs = cpu_vendor(), committed_run_info(root, cfg).get("cpu_vendor")
+    lock = Path(dvc_yaml).with_suffix(".lock")
     if theirs in (None, ours):
-        status = subprocess.run([tool("dvc"), "status", dvc_yaml], cwd=root,
-                                capture_output=True, text=True)
-        if status.returncode != 0 or "up to date" not in status.stdout:
-            print(status.stdout + status.stderr, end="")
-            print(f"check: outputs differ from what {Path(dvc_yaml).with_suffix('.lock')} "
-                  "records (above)")
+        differ = _differ_from_lock(root, dvc_yaml)
+        for line in differ:
+            print(f"  {line}")
+        if differ:
+            print(f"check: {len(differ)} outputs differ from what {lock} records")
             return 1
-        print(f"check: every output has the hash {Path(dvc_yaml).with_suffix('.lock')} records")
+        print(f"check: every output has the hash {lock} records")
         return 0
     path = layout.reference_hashes(cfg, ours)
     if not (root / path).is_file():
         print(f"check: {other_vendor_note({'cpu_vendor': theirs})} No reference of {ours} "
               f"bytes is committed ({path}; `dmae check --record` writes one).")
         return 0
-    expected = json.loads((root / path).read_text())["md5"]
+    reference = json.loads((root / path).read_text())
+    if reference.get("dvc_lock_outputs") != lock_outputs(root, dvc_yaml):
+        print(f"check: {path} was recorded for the outputs of another {lock}: re-record it "
+              f"on an {ours} CPU after a run at this commit (`dmae check --record`)")
+        return 1
+    expected = reference["md5"]
     files = sorted(set(expected) | set(output_files(root, dvc_yaml)))
     differ = [f for f in files if md5(root / f) != expected.get(f)]
     for name in differ:

@@ -140,10 +140,14 @@ def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
 def cmd_check(args: argparse.Namespace, cfg: dict) -> int:
     from dmae import check
 
-    if args.record:
-        print(f"wrote {check.record(args.config)}")
-        return 0
-    return check.check(args.config)
+    try:
+        if args.record:
+            print(f"wrote {check.record(args.config)}")
+            return 0
+        return check.check(args.config)
+    except RuntimeError as err:  # git or dvc could not answer
+        log.error("%s", err)
+        return 2
 
 
 def cmd_dvc_yaml(argv: list[str]) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 import dmae
+from dmae.io import atomic_path
 
 SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 IDENTITY_FILE = "workflow/code-identity.yaml"  # relative to the repository
@@ -91,7 +92,8 @@ class _Normaliser(ast.NodeTransformer):
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-                kept = [s for s in body if not (isinstance(s, ast.Expr) and _is_text(s.value))]
+                kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(
+                    s.value, ast.Constant) and isinstance(s.value.value, str))]
                 setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
         return node
 
@@ -148,9 +150,15 @@ def normalised_python(source: str | ast.Module, filename: str = "<source>") -> s
 _SCHEMA_TEXT = {"description", "title", "$comment", "examples"}
 
 
-def _without_text(node: object) -> object:
+_NAMED = {"properties", "patternProperties", "$defs", "definitions"}  # their keys are names
+
+
+def _without_text(node: object, names: bool = False) -> object:
+    """A JSON schema without its annotations for people; under ``properties`` and the like,
+    keys are names (a setting may be called ``title``) and stay."""
     if isinstance(node, dict):
-        return {k: _without_text(v) for k, v in node.items() if k not in _SCHEMA_TEXT}
+        return {k: _without_text(v, names=not names and k in _NAMED) for k, v in node.items()
+                if names or k not in _SCHEMA_TEXT}
     if isinstance(node, list):
         return [_without_text(v) for v in node]
     return node
@@ -163,7 +171,7 @@ def normalised(path: Path) -> bytes:
         return normalised_python(path.read_text(), str(path)).encode()
     if path.suffix in (".yaml", ".yml"):
         data = _without_text(yaml.safe_load(path.read_text()))
-        return json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+        return json.dumps(data, ensure_ascii=False).encode()  # in order: defaults fill in it
     return path.read_bytes()
 
 
@@ -275,6 +283,10 @@ def cli_tree(subcommand: str, src: Path = SRC) -> ast.Module:
                 node.name != own):
             continue
         if isinstance(node, ast.FunctionDef) and node.name == "build_parser":
+            if subcommand not in {_added_subcommand(s) for s in node.body}:
+                raise ValueError(f"dmae.cli.build_parser: the block of {subcommand!r} must "
+                                 f'start with a statement `sub.add_parser("{subcommand}", '
+                                 "...)`, or its arguments cannot be told from another's")
             block, body = None, []  # None: the arguments every subcommand shares
             for statement in node.body:
                 block = _added_subcommand(statement) or block
@@ -344,7 +356,6 @@ def write(path: Path, ident: dict) -> bool:
     text = render(ident)
     if path.is_file() and path.read_text() == text:
         return False
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # never read half-written by DVC or another snakemake
+        tmp.write_text(text)
     return True

@@ -223,7 +223,7 @@ def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
             f"pulled. Push them from where they were made (make push CONFIG={configfile}), "
             "or pull only stages that do not need them (STAGES=...).")
     _run_dvc(remote, ["pull", "--with-deps", *targets], root, "pulled")
-    marked = sync(root, dvc_yaml, everything=True)
+    marked = sync(root, dvc_yaml)
     total = len(yaml.safe_load((Path(root) / dvc_yaml).read_text())["stages"])
     print(f"{dvc_yaml}: {len(marked)} of {total} stages as dvc.lock records them, marked done "
           f"for Snakemake: {', '.join(marked) or 'none'}", flush=True)

@@ -16,7 +16,8 @@ hash. Of those, the ones whose outputs changed since the last look, and the
 up-to-date stages downstream of them, are marked done for Snakemake: a nested
 ``snakemake --touch`` of their targets touches their outputs in DAG order and records
 Snakemake's metadata for each job (settings, code digest, inputs), so a later edit reruns
-exactly the jobs it concerns. Stages DVC does not vouch for are left alone, and Snakemake runs
+exactly the jobs it concerns. A new lock alone gets the other up-to-date stages recorded
+anew, their outputs' times kept. Stages DVC does not vouch for are left alone, and Snakemake runs
 them as usual. A run that ends records the look too (``remember``): what Snakemake wrote
 itself is not taken for what DVC put in place. Nothing happens inside a DVC stage's own
 command (DVC holds its lock then) or in a cluster job.
@@ -37,6 +38,7 @@ import yaml
 
 from dmae.config import load
 from dmae.dvcstages import dvc_file, posix, render
+from dmae.io import atomic_path
 
 NESTED = "DMAE_DVC_SYNC"  # set for the nested snakemake, which must not sync again
 STATE_DIR = ".snakemake/dmae-dvc-sync"
@@ -201,28 +203,36 @@ def mark_done(root: Path, dvc_yaml: str, stages: dict, names: list[str],
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
 
 
-def sync(root: Path | str, dvc_yaml: str, *, everything: bool = False,
-         snakefile: str | None = None) -> list[str]:
+def sync(root: Path | str, dvc_yaml: str, *, snakefile: str | None = None) -> list[str]:
     """Mark done for Snakemake the up-to-date stages of ``dvc_yaml`` whose outputs changed
-    since the last sync, and those downstream of them (``everything``: every up-to-date
-    stage); return the stages marked."""
+    since the last look (all of them at the first look), and the up-to-date stages downstream
+    of them. When dvc.lock changed (a checkout, a commit), the other up-to-date stages get
+    Snakemake's records anew too, as the lock may record other settings and code than those,
+    with their outputs' times put back: outputs Snakemake made from them since must not look
+    older than their inputs. Return the stages marked, in the pipeline's order."""
     root = Path(root)
     stages = _load(root / dvc_yaml)["stages"]
     state = _state_file(root, dvc_yaml)
     before = json.loads(state.read_text()) if state.is_file() else None
     now = look(root, dvc_yaml, stages)
-    if now == before and not everything:
+    if now == before:
         return []
     fresh = up_to_date_stages(stages, dvc_changed_stages(root, dvc_yaml))
-    # A new lock (a commit, a checkout) may record other settings and code than Snakemake's
-    # records: every up-to-date stage is marked then.
-    everything = everything or before is None or before.get("lock") != now["lock"]
-    moved = set(fresh) if everything else _changed_stages(stages, before, now) & set(fresh)
-    marked = downstream(stages, moved, fresh) if moved else []
-    if marked:
-        mark_done(root, dvc_yaml, stages, marked, snakefile)
-    remember(root, dvc_yaml, stages)  # the touch moved their times
-    return marked
+    moved = set(fresh) if before is None else _changed_stages(stages, before, now) & set(fresh)
+    touched = downstream(stages, moved, fresh) if moved else []
+    relocked = before is not None and before.get("lock") != now["lock"]
+    recorded = [name for name in fresh if name not in touched] if relocked else []
+    if touched or recorded:
+        mark_done(root, dvc_yaml, stages, touched + recorded, snakefile)
+        for name in recorded:
+            for out in outputs(stages[name]):
+                path = root / out
+                for f in [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]:
+                    seen = now["files"].get(posix(f.relative_to(root)))
+                    if seen is not None and f.is_file():
+                        os.utime(f, ns=(f.stat().st_atime_ns, seen[1]))
+    remember(root, dvc_yaml, stages)
+    return [name for name in stages if name in touched or name in recorded]
 
 
 def remember(root: Path | str, dvc_yaml: str, stages: dict | None = None) -> None:
@@ -232,11 +242,8 @@ def remember(root: Path | str, dvc_yaml: str, stages: dict | None = None) -> Non
     root = Path(root)
     if stages is None:
         stages = _load(root / dvc_yaml)["stages"]
-    state = _state_file(root, dvc_yaml)
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps(look(root, dvc_yaml, stages)))
-    tmp.replace(state)
+    with atomic_path(_state_file(root, dvc_yaml)) as tmp:
+        tmp.write_text(json.dumps(look(root, dvc_yaml, stages)))
 
 
 def pipeline_of(root: Path | str, configfile: str | os.PathLike) -> str | None:
@@ -255,12 +262,10 @@ def follow_config(root: Path, dvc_yaml: str) -> bool:
     method added); True when it was rewritten."""
     configfile = parse_cmd(next(iter(_load(root / dvc_yaml)["stages"].values()))["cmd"])[1]
     text = render(load(root / configfile), configfile, dvc_yaml=dvc_yaml)
-    path = root / dvc_yaml
-    if path.read_text() == text:
+    if (root / dvc_yaml).read_text() == text:
         return False
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(root / dvc_yaml) as tmp:
+        tmp.write_text(text)
     return True
 
 
@@ -277,8 +282,9 @@ def sync_workflow(configfile: str | os.PathLike, snakefile: str, log) -> str | N
         if follow_config(Path("."), dvc_yaml):
             log.info(f"{dvc_yaml}: rewritten from its config, whose runs changed")
         marked = sync(".", dvc_yaml, snakefile=snakefile)
-    except (RuntimeError, ValueError, OSError) as error:
-        log.warning(f"could not mark the outputs DVC restored as done ({dvc_yaml}): {error}")
+    except Exception as error:  # a convenience: it never stops the workflow
+        log.warning(f"{dvc_yaml}: could not mark what dvc.lock vouches for as done "
+                    f"({type(error).__name__}: {error}); Snakemake decides by itself")
         return None
     if marked:
         log.info(f"{dvc_yaml}: marked done for Snakemake, as dvc.lock records them: "

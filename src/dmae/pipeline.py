@@ -2,10 +2,10 @@
 the resources it asks for.
 
 workflow/rules/*.smk and the dvc.yaml generator (dmae.dvcstages) both read ``RULES``, so a
-rule reruns under Snakemake exactly when its DVC stage is stale: when what its command
-computes with changes (its command line and the library code it runs, as one digest:
-dmae.code_identity), or one of the config settings it reads (``settings``; ``{model}``,
-``{method}``, ``{pretraining}`` and ``{sigma}`` stand for the job's own).
+rule reruns under Snakemake for the reasons its DVC stage is stale: what its command computes
+with changed (its command line and the library code it runs, as one digest:
+dmae.code_identity), one of the config settings it reads (``settings``; ``{model}``,
+``{method}``, ``{pretraining}`` and ``{sigma}`` stand for the job's own), or an input.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from dmae import code_identity, layout
 # The runtime settings every training reads (dmae.config adds them to its hyperparameters).
 RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
                  "runtime.cpu_isa")
+
+
+def processes_of(group: str) -> tuple[str, ...]:
+    """The resources that set a training's process count (``processes``), and so its
+    effective batch: unlike threads or memory, they change what it computes."""
+    return (f"resources.{group}.processes", f"resources.{group}.gpus")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ RULES = {
                      " {wildcards.model} --pretraining {wildcards.pretraining}"
                      " --out {params.outdir} --threads {threads} 2> {log}",
                      ("models.{model}", "pretrainings.{pretraining}", "pretrain",
-                      *RUNTIME_TRAIN),
+                      *RUNTIME_TRAIN, *processes_of("pretrain")),
                      "pretrain", "pretrain.smk"),
     "reconstructions": Rule("dmae reconstruct --config {params.config} --checkpoint"
                             " {input.weights} --out {output} --threads {threads} 2> {log}",
@@ -48,7 +54,7 @@ RULES = {
                      " {wildcards.model} --method {wildcards.method} --sigma {wildcards.sigma}"
                      " {params.pretrained} --out {params.outdir} --threads {threads} 2> {log}",
                      ("models.{model}", "methods.{method}", "finetune",
-                      "finetune_per_sigma.{sigma}", *RUNTIME_TRAIN),
+                      "finetune_per_sigma.{sigma}", *RUNTIME_TRAIN, *processes_of("finetune")),
                      "finetune", "finetune.smk"),
     "certify_shard": Rule("dmae certify --config {params.config} --checkpoint {input.weights}"
                           " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards}"

@@ -70,12 +70,14 @@ onstart:
 # file DVC reads the same digests from: both tools rerun a rule on the same edits, and a
 # comment, a docstring or a message reruns nothing.
 CODE_IDENTITY = pipeline.code_digests()
-try:
-    code_identity.write(
-        Path(workflow.current_basedir).parents[1] / code_identity.IDENTITY_FILE, CODE_IDENTITY
-    )
-except OSError as error:  # a read-only checkout: the params hold the digests all the same
-    logger.warning(f"could not update {code_identity.IDENTITY_FILE}: {error}")
+if workflow.is_main_process:  # a cluster job's main process did it for it
+    try:
+        code_identity.write(
+            Path(workflow.current_basedir).parents[1] / code_identity.IDENTITY_FILE,
+            CODE_IDENTITY,
+        )
+    except OSError as error:  # a read-only checkout: the params hold the digests all the same
+        logger.warning(f"could not update {code_identity.IDENTITY_FILE}: {error}")
 
 
 # Outputs that DVC put in place (dvc pull, dvc checkout) count as done where dvc.lock vouches
@@ -92,7 +94,10 @@ if workflow.is_main_process and len(workflow.overwrite_configfiles) <= 1:
 def remember_dvc_outputs():
     """What this run wrote is Snakemake's own doing, not something DVC put in place."""
     if DVC_PIPELINE is not None:
-        dvcsync.remember(".", DVC_PIPELINE)
+        try:
+            dvcsync.remember(".", DVC_PIPELINE)
+        except Exception as error:  # the next start takes a second look, nothing worse
+            logger.warning(f"{DVC_PIPELINE}: could not record its outputs: {error}")
 
 
 onsuccess:
