@@ -315,6 +315,32 @@ def test_what_snakemake_wrote_itself_is_not_taken_for_a_pull(pushed):
 
 
 @pytest.mark.slow
+def test_a_new_lock_alone_keeps_what_snakemake_made_since(pushed):
+    """A certification Snakemake redid for a changed setting (DVC calls it stale), then a new
+    dvc.lock (a commit, a checkout): the stages upstream of it are recorded anew for
+    Snakemake, with their times kept, so the certification does not look older than its
+    inputs. (Snakemake's checksums, which would hide it for files this small, are off.)"""
+    clone, env, _ = clone_and_pull(pushed, "new-lock")
+    cfg = yaml.safe_load((clone / CONFIG).read_text())
+    cfg["certify"]["n"] //= 2
+    (clone / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run([BIN / "snakemake", "--cores", "2", "--configfile", CONFIG], cwd=clone, env=env)
+    lock = clone / Path(DVC_FILE).with_suffix(".lock")
+    lock.write_text(lock.read_text() + "# a new commit\n")
+    proc = run([BIN / "snakemake", "-n", "--configfile", CONFIG, "--max-checksum-file-size",
+                "1"], cwd=clone, env=env)
+    assert planned_jobs(proc) == {}, proc.stdout + proc.stderr
+    assert "marked done for Snakemake" in proc.stdout + proc.stderr  # recorded anew
+
+    # A pipeline DVC cannot read (a merge left its markers): a warning, Snakemake goes on.
+    dvc_yaml = clone / DVC_FILE
+    dvc_yaml.write_text("<<<<<<< HEAD\n" + dvc_yaml.read_text())
+    proc = run([BIN / "snakemake", "-n", "--configfile", CONFIG], cwd=clone, env=env)
+    assert "could not mark what dvc.lock vouches for as done" in proc.stdout + proc.stderr
+    assert planned_jobs(proc) == {}
+
+
+@pytest.mark.slow
 def test_both_tools_rerun_exactly_what_a_code_edit_changes(pushed):
     """A comment and a docstring in every library file: nothing to run, `dvc status` clean.
     A change in the model code: the same stages in both tools, every one that runs a model."""
