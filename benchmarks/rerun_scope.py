@@ -4,8 +4,9 @@ After ``make reproduce`` (and only for a config whose DVC pipeline is committed,
 this copies the repository (its committed files and the run's outputs, hard-linked) into a
 scratch folder, records the outputs there (``dvc commit``, so that both tools start from
 nothing to do), then for each edit: applies it, counts the jobs ``snakemake -n`` plans, the
-stages ``dvc status`` marks and the stages ``dvc repro`` would run (those and the stages
-downstream of them), and undoes it. Last, a plain ``dvc pull`` into a fresh clone (from a
+stages ``dvc status`` then marks (after the dry run refreshed the code digests DVC reads), and
+those with the stages downstream of them, which ``dvc repro`` reruns when the marked ones
+write other bytes; and undoes it. Last, a plain ``dvc pull`` into a fresh clone (from a
 folder remote in the scratch folder), with and without the workflow's sync
 (``dmae.dvcsync``; without it is how Snakemake saw a pull before). Prints a Markdown table;
 ``--readme`` writes it into the README's block between its markers. Example::
@@ -94,7 +95,8 @@ def library_edits(root: Path) -> list[Edit]:
 
 
 def measure(root: Path, env: dict, dvc_yaml: str, configfile: str) -> tuple[int, int, int]:
-    """(jobs Snakemake plans, stages dvc status marks, stages dvc repro would run)."""
+    """(jobs Snakemake plans, stages dvc status marks, those and their downstream stages).
+    Snakemake goes first: it writes the code digests DVC reads."""
     jobs = planned_jobs(run([dvcsync.tool("snakemake"), "-n", "--configfile", configfile],
                             root, env))
     stages = yaml.safe_load((root / dvc_yaml).read_text())["stages"]
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         cwd=REPO, env={**env, "PYTHONPATH": str(REPO / "src"), dvcsync.NESTED: "1"},
         capture_output=True, text=True))
     lines = [f"| edit | jobs Snakemake plans (of {total_jobs}) | stages `dvc status` marks "
-             f"(of {len(stages)}) | stages `dvc repro` runs |", "|---|---:|---:|---:|"]
+             f"(of {len(stages)}) | with the stages downstream of them |",
+             "|---|---:|---:|---:|"]
     lines += [f"| {label} | {jobs} | {stale} | {repro} |" for label, jobs, stale, repro in rows]
     table = "\n".join(lines)
     print(table)
