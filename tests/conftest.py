@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from slurm_cluster import slurm_cluster  # noqa: F401 (one SLURM cluster per session)
 
+# What a run may not do (a skip CI does not accept, a change to this checkout): ci_policy.py
+pytest_plugins = ["ci_policy"]
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv that runs the tests holds dmae and snakemake
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

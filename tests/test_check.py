@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,22 @@ def test_the_committed_lock_records_the_committed_code_digests():
             recorded = lock["stages"][name]["params"][code_identity.IDENTITY_FILE]
             expected = {f"rules.{r}": rules[r] for r in dvcsync.parse_cmd(stage["cmd"])[2]}
             assert recorded == expected, f"{name}: re-record dvc.lock's code digests"
+
+
+def test_the_committed_tables_and_figures_are_those_dvc_lock_records():
+    """The outputs git keeps (tables, figures; `cache: false`) are the bytes the lock says
+    the committed run wrote: a report redone without `dvc commit`, or a lock committed
+    without its tables, fails here."""
+    for configfile in dvcstages.committed_pipelines(REPO):
+        dvc_yaml = dvcstages.dvc_file(configfile)
+        lock = yaml.safe_load((REPO / Path(dvc_yaml).with_suffix(".lock")).read_text())
+        kept = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.split()
+        checked = 0
+        for stage in lock["stages"].values():
+            for out in stage.get("outs", []):
+                if out["path"] in kept:
+                    assert check.md5(REPO / out["path"]) == out["md5"], out["path"]
+                    checked += 1
+        cfg = cfglib.load(REPO / configfile)
+        assert checked >= len(layout.table_paths(cfg)) + len(layout.figure_paths(cfg))
