@@ -278,10 +278,12 @@ def test_make_reproduce_in_a_fresh_clone_computes_what_its_committed_tables_came
     assert all((library_copy / p).is_file() for p in layout.table_paths(cfg))
     assert planned_jobs(snakemake(library_copy, config, "-n", checkout=library_copy)) == {}
     # The Makefile's own first command, dry
-    env = {**os.environ, "PYTHONPATH": str(library_copy / "src")}
-    recipe = subprocess.run(["make", "-n", "-o", "venv", "reproduce", f"VENV={BIN.parent}",
-                             "CONFIG=config/smoke.yaml"], cwd=library_copy, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    env["PYTHONPATH"] = str(library_copy / "src")  # (make test runs the tests inside make)
+    recipe = subprocess.run(["make", "-n", "--no-print-directory", "-o", "venv", "reproduce",
+                             f"VENV={BIN.parent}", "CONFIG=config/smoke.yaml"],
+                            cwd=library_copy, env=env, capture_output=True, text=True,
+                            check=True).stdout
     command = shlex.split(recipe.split("\n\n")[0].split("\n/")[0].replace("\\\n", " "))
     assert Path(command[0]).name == "snakemake" and "--forcerun" in command, command
     proc = subprocess.run([*command, "-n"], cwd=library_copy, env=env, capture_output=True,
