@@ -75,6 +75,30 @@ def test_the_report_lists_methods_in_the_config_files_order(smoke_run):
 
 @needs_fmnist
 @pytest.mark.slow
+def test_the_table_cells_are_what_the_certifications_say(smoke_run):
+    """Each cell recomputed by hand from the run's TSVs: the images, those correct, the share
+    certified correct at a radius of at least r, and the mean of radius times correct; and the
+    run certified something (a table of zeros would pass every other check)."""
+    workdir, _, cfg = smoke_run
+    table = pd.read_csv(workdir / layout.results_dir(cfg) / "tables" / "certified_accuracy.csv")
+    certified = 0
+    for model, method, sigma in layout.runs(cfg):
+        rows = pd.read_csv(workdir / layout.certify_tsv(cfg, model, method, sigma), sep="\t")
+        correct = rows["correct"] == 1
+        row = table[(table["method"] == method) & (table["sigma"] == float(sigma))]
+        assert len(row) == 1, (method, sigma)
+        assert row["images"].item() == len(rows) and row["correct"].item() == correct.sum()
+        for radius in cfg["report"]["radii"]:
+            share = 100 * (correct & (rows["radius"] >= radius)).mean()
+            assert row[f"r={radius:g}"].item() == pytest.approx(share, abs=0.05), radius
+        acr = (rows["radius"] * correct).mean()
+        assert row["ACR"].item() == pytest.approx(acr, abs=1e-6)
+        certified += int((correct & (rows["radius"] > 0)).sum())
+    assert certified > 0
+
+
+@needs_fmnist
+@pytest.mark.slow
 def test_snakemake_report_bundles_figures_and_tables(smoke_run, tmp_path):
     workdir, path, _ = smoke_run
     snakemake(workdir, path, "--report", str(tmp_path / "report.html"))
