@@ -123,6 +123,17 @@ def test_every_stage_ran_and_left_its_outputs_and_logs(imagenet_run):
         assert (workdir / path).stat().st_size > 0, path
     with Image.open(workdir / layout.reconstruction_figure(cfg, "vit_b", "dmae")) as figure:
         assert figure.format == "PNG"
+    for sigma in SIGMAS:  # the merge is its shards' rows, each image once, in image order
+        def rows(path):
+            header, *lines = (workdir / path).read_text().splitlines()
+            return header, lines
+        header, merged = rows(layout.certify_tsv(cfg, "vit_b", "dmae", sigma))
+        shards = [rows(layout.certify_shard_tsv(cfg, "vit_b", "dmae", sigma, k)) for k in (0, 1)]
+        assert all(h == header for h, _ in shards) and all(lines for _, lines in shards)
+        expected = sorted((r for _, lines in shards for r in lines),
+                          key=lambda r: int(r.split("\t")[0]))
+        assert merged == expected
+        assert len({r.split("\t")[0] for r in merged}) == len(merged)
 
     logs = workdir / layout.results_dir(cfg) / "logs"
     expected = {"prepare_imagenet.log": "prepared imagenet",

@@ -20,12 +20,13 @@ import pytest
 import torch
 import yaml
 from conftest import BIN, REPO, planned_jobs
+from safetensors.torch import load_file
 from workflow_runs import snakemake, write_config
 
 from dmae import config as cfglib
 from dmae import layout, pipeline
 from dmae.io import sha256_file
-from dmae.models import build_pretrain_model
+from dmae.models import build_pretrain_model, encoder_state_dict
 
 SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
 MODEL, PRE = "micro", "dmae"
@@ -185,7 +186,12 @@ def prepared(workdir):
 
 @pytest.mark.slow
 def test_fine_tuning_really_starts_from_the_imported_weights(prepared):
+    """One fine-tuning step at a learning rate of 1e-12 leaves the encoder where it started:
+    its tensors are the imported ones (and the recorded origin says so)."""
     workdir, configfile = prepared, prepared / "imagenet.yaml"
+    raw = upstream_cfg()
+    raw["finetune"].update(lr=1e-12, max_steps=1)
+    write_config(configfile, raw)
     imported = import_authors_file(workdir, configfile)
     cfg = cfglib.load(configfile)
     finetuned = layout.finetune_dir(cfg, MODEL, "dmae", "0.25")
@@ -196,6 +202,12 @@ def test_fine_tuning_really_starts_from_the_imported_weights(prepared):
     meta = json.loads((workdir / finetuned / "best.json").read_text())
     assert meta["pretrained"] == {"path": imported,
                                   "sha256": sha256_file(workdir / imported)}
+    start = encoder_state_dict(load_file(workdir / imported))
+    end = load_file(workdir / finetuned / "best.safetensors")
+    shared = [k for k in start if k in end]
+    assert len(shared) > 10 and any(k.startswith("blocks.") for k in shared)
+    for key in shared:
+        assert torch.allclose(end[key], start[key], rtol=0, atol=1e-8), key
     assert (workdir / figure).stat().st_size > 0
     assert not (workdir / UPSTREAM_CKPT).exists(), "pretrained although imported"
     assert planned_jobs(dry_run(workdir, configfile, str(finetuned / "best.safetensors"))) == {}
