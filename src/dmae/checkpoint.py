@@ -9,6 +9,7 @@ written by the training engine and read back with ``torch.load(weights_only=True
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -43,6 +44,22 @@ def save_checkpoint(
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_json(meta_path, {"dmae_version": __version__, **meta})
     return weights_path
+
+
+def checkpoint_exists(stem: str | os.PathLike) -> bool:
+    """Whether both files of the checkpoint ``stem`` are there."""
+    return all(path.is_file() for path in _paths(stem))
+
+
+def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give checkpoint ``source`` a second name ``target``: a hard link where the file system
+    allows one (no second copy of the weights on disk), else a copy; JSON last, as saved."""
+    for src, dst in zip(_paths(source), _paths(target), strict=True):
+        with atomic_path(dst) as tmp:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
 
 
 def load_checkpoint(stem: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -347,6 +347,11 @@ def identity(commands: dict[str, str], src: Path = SRC) -> dict:
     return {"rules": rules, "files": dict(sorted(digests.items()))}
 
 
+def subcommand_digest(subcommand: str, src: Path = SRC) -> str:
+    """The digest of what `dmae <subcommand>` computes with, whatever its arguments."""
+    return identity({subcommand: f"dmae {subcommand}"}, src)["rules"][subcommand]
+
+
 def render(ident: dict) -> str:
     return HEADER + yaml.safe_dump(ident, sort_keys=False)
 

@@ -2,7 +2,7 @@
 
 from dmae.models.common import add_gaussian_noise
 from dmae.train.distributed import DistContext, setup_distributed
-from dmae.train.engine import TrainingDivergedError, train
+from dmae.train.engine import ResumeError, TrainingDivergedError, train
 from dmae.train.evaluate import smoothed_vote_accuracy
 from dmae.train.hparams import ConsistencyHParams, TrainHParams
 from dmae.train.losses import classification_loss, consistency_loss
@@ -20,6 +20,7 @@ __all__ = [
     "ConsistencyHParams",
     "DistContext",
     "TrainHParams",
+    "ResumeError",
     "TrainingDivergedError",
     "add_gaussian_noise",
     "build_optimizer",

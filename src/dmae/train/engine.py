@@ -5,10 +5,16 @@ One call of ``train`` runs (or resumes) a whole run in ``out_dir``::
     out_dir/best.{safetensors,json}   best validation checkpoint (dmae.checkpoint layout)
     out_dir/last.{safetensors,json}   latest epoch's weights
     out_dir/resume.pt                 optimizer/scaler/RNG/progress, torch.load(weights_only=True)
+    out_dir/resume-best-<epoch>.*     best.* as of resume.pt (a hard link where possible)
     out_dir/metrics.csv               one row per epoch: losses, accuracies, lr (reproducible)
     out_dir/timing.csv                one row per epoch: throughput and wall time (not)
 
 Under ``torchrun`` every rank calls ``train`` with the same arguments; only rank 0 writes.
+
+A kill at any moment loses at most the epochs since the last resume.pt. A resumed run first
+writes again whatever of best.*, last.* and metrics.csv is missing (Snakemake deletes a failed
+job's outputs), from resume.pt and the best.* it kept, so it ends with the bytes of a run
+that was never interrupted even when no later epoch writes them.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from dmae.checkpoint import load_into, save_checkpoint
+from dmae.checkpoint import checkpoint_exists, copy_checkpoint, load_into, save_checkpoint
 from dmae.models.common import add_gaussian_noise
 from dmae.precision import PRECISIONS, resolve_precision
 from dmae.train.distributed import (
@@ -66,6 +72,10 @@ _EVAL_SEED_OFFSET = 1_000_003  # evaluation noise/masks come from their own seed
 
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class ResumeError(RuntimeError):
+    """resume.pt belongs to a run this one cannot continue exactly."""
 
 
 def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, hp: TrainHParams,
@@ -285,18 +295,25 @@ class _Run:
         if changed:
             log.warning("resuming %s with changed hyperparameters: %s", self.out_dir,
                         ", ".join(changed))
+        written_by = self._check_world_size(state)
         load_into(self.raw, state["model"], source=str(self.resume_path))
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) == self.ctx.world_size:
-            restore_rng(rngs[self.ctx.rank])
-        else:  # another world size cannot replay the same streams; stay deterministic anyway
-            log.warning("resume.pt was written by %d processes, now %d: RNG streams reseeded",
-                        len(rngs), self.ctx.world_size)
-            seed_everything(self.hp.seed + 7919 * state["epoch"] + self.ctx.rank)
         self.epoch, self.step = state["epoch"], state["step"]
+        if written_by == self.ctx.world_size:
+            restore_rng(state["rng"][self.ctx.rank])
+        else:
+            # Resumes are at epoch boundaries: the step where this world size's schedule
+            # stands after the same epochs (same effective batch, so the same lr curve).
+            self.step = self.epoch * self.steps_per_epoch
+            # Other streams than the uninterrupted run's, but still the same on every rerun.
+            seed_everything(self.hp.seed + 7919 * state["epoch"] + self.ctx.rank)
+            if self.ctx.is_main:
+                log.warning("%s: resume.pt was written by %d processes, now %d: continuing "
+                            "at epoch %d, step %d of %d, with new random streams",
+                            self.out_dir, written_by, self.ctx.world_size, self.epoch,
+                            self.step, self.total_steps)
         self.best, self.final = state["best"], state["final"]
         self.final_epoch = state["final_epoch"]
         self.train_loss, self.lr = state["train_loss"], state["lr"]
@@ -312,6 +329,45 @@ class _Run:
                 write_metrics(self.out_dir / "metrics.csv", rows)
             truncate_metrics(self.out_dir / "timing.csv", self.epoch, TIMING_COLUMNS)
             log.info("resumed %s at epoch %d, step %d", self.out_dir, self.epoch, self.step)
+            self._restore_checkpoints()
+
+    def _check_world_size(self, state: dict[str, Any]) -> int:
+        """The world size that wrote ``state``; refuses one whose effective batch differs
+        (the learning rate and the steps per epoch would change in the middle of the run)."""
+        written_by = state.get("world_size", len(state["rng"]))  # older files: one RNG per rank
+        old = state["hparams"]
+        before = old["batch_size"] * old["accum_iter"] * written_by
+        now = effective_batch(self.hp, self.ctx.world_size)
+        if before != now:
+            raise ResumeError(
+                f"{self.resume_path}: written by {written_by} processes with an effective batch "
+                f"of {before} ({written_by} x batch_size {old['batch_size']} x accum_iter "
+                f"{old['accum_iter']}); this run has {self.ctx.world_size} processes and "
+                f"{now} ({self.ctx.world_size} x {self.hp.batch_size} x {self.hp.accum_iter}). "
+                f"Expected the same effective batch: set accum_iter (or batch_size) so that "
+                f"it stays {before}, or remove {self.resume_path} to start afresh")
+        return written_by
+
+    def _kept_best(self, epoch: int) -> Path:
+        return self.out_dir / f"resume-best-{epoch}"
+
+    def _restore_checkpoints(self) -> None:
+        """Write again the best.* and last.* that resume.pt's epoch had and that are gone."""
+        last, best = self.out_dir / "last", self.out_dir / "best"
+        if not checkpoint_exists(last):  # resume.pt and last.* are saved at the same epochs
+            save_checkpoint(last, self.raw.state_dict(), self._checkpoint_meta("last",
+                                                                               self.final))
+            log.info("%s: last.* of epoch %d written again from resume.pt", self.out_dir,
+                     self.epoch)
+        epoch = self.best["epoch"]
+        if epoch is None or checkpoint_exists(best):
+            return
+        if checkpoint_exists(self._kept_best(epoch)):
+            copy_checkpoint(self._kept_best(epoch), best)
+            log.info("%s: best.* of epoch %d restored", self.out_dir, epoch)
+        else:  # a resume.pt written before best.* were kept beside it
+            log.warning("%s: best.* of epoch %d is gone and no copy was kept; it is written "
+                        "again only if a later epoch does better", self.out_dir, epoch)
 
     def _resume_state(self) -> dict[str, Any]:
         return {
@@ -319,7 +375,7 @@ class _Run:
             "model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "best": self.best, "final": self.final,
             "final_epoch": self.final_epoch, "train_loss": self.train_loss, "lr": self.lr,
-            "wall_time_s": self._wall(),
+            "wall_time_s": self._wall(), "world_size": self.ctx.world_size,
         }
 
     def _wall(self) -> float:
@@ -336,6 +392,8 @@ class _Run:
             self._load_resume()
         else:
             seed_everything(self.hp.seed + self.ctx.rank)
+            if self.ctx.is_main:  # kept by an earlier run: not this one's best
+                self._remove_kept_best(keep=None)
         if self.ctx.is_main:
             log.info("%s: %d epochs x %d steps, effective batch %d, peak lr %.3g, device %s, "
                      "world size %d, amp %s", self.hp.task, self.hp.epochs, self.steps_per_epoch,
@@ -396,8 +454,9 @@ class _Run:
 
     def _write_epoch_outputs(self, row: dict, metrics: dict, improved: bool, save: bool,
                              rngs: list | None) -> None:
-        # Order matters for kills: metrics row, best, last, then resume.pt, which commits the
-        # epoch (a resumed run truncates metrics rows past the epoch in resume.pt).
+        # Order matters for kills: metrics row, best, last, the kept best, then resume.pt,
+        # which commits the epoch (a resumed run truncates metrics rows past it). The best.*
+        # that an older resume.pt names is removed only once a newer resume.pt is written.
         write_metrics_row(self.out_dir / "metrics.csv", row)
         state = self.raw.state_dict()
         if improved:
@@ -405,9 +464,20 @@ class _Run:
         if save:
             save_checkpoint(self.out_dir / "last", state,
                             self._checkpoint_meta("last", self.final))
+            kept = None
+            if self.best["epoch"] is not None:
+                kept = self._kept_best(self.best["epoch"])
+                if not checkpoint_exists(kept):
+                    copy_checkpoint(self.out_dir / "best", kept)
             save_resume(self.resume_path, {**self._resume_state(), "rng": rngs,
                                            "metrics_rows": read_metrics(self.out_dir /
                                                                         "metrics.csv")})
+            self._remove_kept_best(keep=kept)
+
+    def _remove_kept_best(self, keep: Path | None) -> None:
+        for path in self.out_dir.glob(f"{self._kept_best('*').name}.*"):
+            if path.with_suffix("") != keep:
+                path.unlink()
 
     def _checkpoint_meta(self, kind: str, metrics: dict) -> dict:
         return {
@@ -439,6 +509,7 @@ class _Run:
                    desc=f"{hp.task} {self.epoch + 1}/{hp.epochs}", dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 25.0)  # a line every <30 s in logs
         loss_sum, n_losses, images = 0.0, 0, 0
+        losses: list[torch.Tensor] = []  # this step's micro-batch losses, still on the device
         t0 = time.perf_counter()
         for i, batch in enumerate(bar):
             boundary = (i + 1) % hp.accum_iter == 0
@@ -448,32 +519,41 @@ class _Run:
             with sync:
                 loss = training_loss(self.net, batch, hp, self.device, self.amp_dtype,
                                      self.mixup)
-                value = self._checked_loss(loss, i)
                 self.scaler.scale(loss / hp.accum_iter).backward()
-            if boundary:
-                self._optimizer_step()
-            loss_sum, n_losses = loss_sum + value, n_losses + 1
+            losses.append(loss.detach().float().reshape(1))
             images += len(_images(batch)) * ctx.world_size
+            if not boundary:
+                continue
+            # One read-back per optimizer step (not per micro-batch), before the step, so
+            # that a non-finite loss never reaches the weights.
+            values = self._checked_losses(losses, first_micro=i + 1 - len(losses))
+            losses = []
+            self._optimizer_step()
+            for value in values:
+                loss_sum, n_losses = loss_sum + value, n_losses + 1
             # refresh=False: the bar redraws at its own interval, not on every step
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.lr:.2e}",
+            bar.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{self.lr:.2e}",
                             img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}",
                             refresh=False)
-            if boundary and self._step_cap_reached():
+            if self._step_cap_reached():
                 break
         bar.close()
         return loss_sum / max(n_losses, 1), images
 
-    def _checked_loss(self, loss: torch.Tensor, micro: int) -> float:
-        """Mean loss over ranks as a float; a non-finite value on any rank stops every rank."""
-        value = all_reduce_sum(loss.detach().float().reshape(1), self.ctx)
-        value = float(value) / self.ctx.world_size
-        if not math.isfinite(value):
+    def _checked_losses(self, losses: list[torch.Tensor], first_micro: int) -> list[float]:
+        """Each micro-batch's mean loss over ranks, as floats; a non-finite value on any rank
+        stops every rank."""
+        summed = all_reduce_sum(torch.cat(losses), self.ctx)
+        values = [float(v) / self.ctx.world_size for v in summed]
+        bad = [j for j, value in enumerate(values) if not math.isfinite(value)]
+        if bad:
             where = (f"{self.out_dir / 'last'} and {self.resume_path} (epoch {self.last_saved})"
                      if self.last_saved is not None else "none (no epoch completed yet)")
             raise TrainingDivergedError(
-                f"training diverged: non-finite loss ({value}) at step {self.step} (epoch "
-                f"{self.epoch + 1}, micro-batch {micro}); last good checkpoint: {where}")
-        return value
+                f"training diverged: non-finite loss ({values[bad[0]]}) at step {self.step} "
+                f"(epoch {self.epoch + 1}, micro-batch {first_micro + bad[0]}); last good "
+                f"checkpoint: {where}")
+        return values
 
     def _optimizer_step(self) -> None:
         self.lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr,
