@@ -11,6 +11,7 @@ results can be compared exactly; one run goes through the installed ``dmae`` scr
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import subprocess
@@ -29,7 +30,7 @@ from dmae import config as cfglib
 from dmae.certify import build_certifier, method_settings
 from dmae.certify.image import load_image, with_method
 from dmae.certify.stage import certify, load_classifier
-from dmae.checkpoint import save_checkpoint
+from dmae.checkpoint import load_checkpoint, save_checkpoint
 from dmae.data import get_dataset, load_split, parse_idx, prepare_dataset
 from dmae.models import build_downstream
 
@@ -292,3 +293,31 @@ def test_without_a_prepared_folder_the_class_count_is_the_configs(tmp_path, expe
     raw["dataset"]["expected_classes"] = expected_classes
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     assert dataset_classes(cfglib.load(tmp_path / "c.yaml")) == (count, None)
+
+
+def test_a_sigma_other_than_the_fine_tuning_one_is_refused_unless_allowed(setup, dmae):
+    """A classifier fine-tuned at sigma 0.5, smoothed at 0.25: refused by every command that
+    certifies, naming both; allowed by the flag, and then recorded beside the results."""
+    tmp, cfg = setup["tmp"], setup["cfg"]
+    state, meta = load_checkpoint(setup["checkpoints"]["ten"])
+    at_half = save_checkpoint(tmp / "half" / "best", state, {**meta, "sigma": 0.5})
+    with pytest.raises(ValueError, match=r"fine-tuned at sigma 0.5, asked to certify at sigma "
+                                         r"0.25.*--allow-sigma-mismatch"):
+        certify(cfg, at_half, SIGMA, tmp / "refused.tsv")
+    assert not (tmp / "refused.tsv").exists()
+    png = write_png(setup, 4)
+    for command in ("certify-image", "predict-image"):
+        code, _, err = dmae(command, "--config", setup["configs"]["cohen"], "--checkpoint",
+                            at_half, "--sigma", SIGMA, "--image", png, "--index", 4)
+        assert code == 2 and "fine-tuned at sigma 0.5" in err, err
+
+    certify(cfg, at_half, SIGMA, tmp / "allowed.tsv", allow_sigma_mismatch=True)
+    recorded = json.loads((tmp / "allowed.tsv.meta.json").read_text())["settings"]
+    assert recorded["sigma"] == SIGMA and recorded["config"]["checkpoint_sigma"] == 0.5
+    # the same weights and noise: the rows are those of the classifier certified at 0.25
+    assert (pd.read_csv(tmp / "allowed.tsv", sep="\t", dtype=str).set_index("idx")
+            .equals(setup["tsvs"]["cohen"]))
+    code, out, _ = dmae("certify-image", "--config", setup["configs"]["cohen"], "--checkpoint",
+                        at_half, "--sigma", SIGMA, "--image", png, "--index", 4,
+                        "--allow-sigma-mismatch")
+    assert code == 0 and out

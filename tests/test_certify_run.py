@@ -359,3 +359,33 @@ def test_on_a_file_system_without_locks_certification_still_runs(tmp_path, monke
     assert status.complete and "takes no locks" in caplog.text
     assert status.tsv.read_bytes() == reference.tsv.read_bytes()
     assert not (tmp_path / "cert.tsv.lock").exists()
+
+
+def test_a_partial_made_on_another_kind_of_device_is_set_aside_not_mixed(tmp_path, reference,
+                                                                          certify):
+    """A partial begun on a GPU (its meta says so, as a CUDA job writes it) and resumed on the
+    CPU: CUDA lays out the same seed's noise differently, so its rows are kept aside and the
+    CPU starts a new partial, which ends as an uninterrupted CPU run."""
+    out = tmp_path / "cert.tsv"
+    certify(out, max_images=5)
+    partial = partial_path(out)
+    meta = read_json(meta_path(partial))
+    assert meta["info"]["device"] == "cpu"
+    meta["info"]["device"] = "cuda:1 (NVIDIA H100 80GB HBM3)"
+    meta_path(partial).write_text(json.dumps(meta))
+    rows = partial.read_bytes()
+
+    status = certify(out, max_images=2)
+    assert status.done == 2, "the GPU's rows were counted as done"
+    aside = partial.with_name(partial.name + ".other-device")
+    assert aside.read_bytes() == rows
+    assert read_json(meta_path(aside))["info"]["device"].startswith("cuda:1")
+    certify(out)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_partial_of_the_same_kind_of_device_resumes(tmp_path, certify):
+    out = tmp_path / "cert.tsv"
+    certify(out, max_images=5)
+    assert certify(out, max_images=2).done == 7
+    assert not partial_path(out).with_name(partial_path(out).name + ".other-device").exists()

@@ -1,4 +1,4 @@
-"""How a stage runs on its machine: threads per process, the device of a certification shard."""
+"""How a stage runs on its machine: threads per process."""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
-from dmae import config as cfglib
-from dmae import runtime
-
-
-@pytest.fixture
-def smoke(repo):
-    return cfglib.load(repo / "config" / "smoke.yaml")
 
 
 @pytest.mark.parametrize("local_world_size, expected", [(None, 4), ("2", 2), ("8", 1)])
@@ -27,18 +19,3 @@ def test_torchrun_processes_share_the_jobs_threads(repo, local_world_size, expec
     out = subprocess.run([sys.executable, "-c", code, str(repo / "config" / "smoke.yaml")],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert int(out) == expected
-
-
-def test_shards_spread_over_the_visible_gpus():
-    assert [runtime.spread(i, 4) for i in range(6)] == [0, 1, 2, 3, 0, 1]
-    assert [runtime.spread(i, 1) for i in range(3)] == [0, 0, 0]  # a SLURM job's own GPU
-
-
-def test_a_shard_without_gpus_stays_where_the_config_says(smoke):
-    assert runtime.shard_device(smoke, (1, 2)) == "cpu"
-    smoke["runtime"]["device"] = "auto"
-    import torch
-
-    expected = "cuda:1" if torch.cuda.device_count() > 1 else (
-        "cuda:0" if torch.cuda.is_available() else None)
-    assert runtime.shard_device(smoke, (1, 2)) == expected

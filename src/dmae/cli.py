@@ -15,6 +15,8 @@ from dmae import __version__
 from dmae import config as cfglib
 
 log = logging.getLogger("dmae")
+SIGMA_MISMATCH_HELP = ("smooth at SIGMA although the checkpoint was fine-tuned at another noise "
+                       "level (refused otherwise; the results record the fine-tuning sigma)")
 
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
@@ -70,7 +72,7 @@ def cmd_certify(args: argparse.Namespace, cfg: dict) -> None:
     from dmae.certify.stage import certify
 
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
-    certify(cfg, args.checkpoint, args.sigma, args.out, shard)
+    certify(cfg, args.checkpoint, args.sigma, args.out, shard, args.allow_sigma_mismatch)
 
 
 def cmd_certify_image(args: argparse.Namespace, cfg: dict) -> None:
@@ -78,7 +80,7 @@ def cmd_certify_image(args: argparse.Namespace, cfg: dict) -> None:
 
     cfg = image.with_method(cfg, args.method)
     cert = image.certify_image(cfg, args.checkpoint, args.sigma, args.image, args.index,
-                               args.label)
+                               args.label, args.allow_sigma_mismatch)
     names = image.dataset_classes(cfg)[1]
     print("\n".join(image.describe_certificate(cert, cfg, args.label, names)))
 
@@ -87,7 +89,8 @@ def cmd_predict_image(args: argparse.Namespace, cfg: dict) -> None:
     from dmae.certify import image
 
     cfg = image.with_method(cfg, args.method)
-    prediction = image.predict_image(cfg, args.checkpoint, args.sigma, args.image, args.index)
+    prediction = image.predict_image(cfg, args.checkpoint, args.sigma, args.image, args.index,
+                                     args.allow_sigma_mismatch)
     names = image.dataset_classes(cfg)[1]
     print("\n".join(image.describe_prediction(prediction, cfg, names)))
 
@@ -210,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", required=True, type=float, help="smoothing noise level")
     p.add_argument("--shard", help="i/k: certify every k-th image of the subset from i")
     p.add_argument("--out", required=True, type=Path, help="TSV to write (resumes if partial)")
+    p.add_argument("--allow-sigma-mismatch", action="store_true", help=SIGMA_MISMATCH_HELP)
     p.set_defaults(func=cmd_certify)
 
     methods = cfglib.schema()["properties"]["certify"]["properties"]["method"]["enum"]
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "what certify.stop_on_mismatch compares with)")
         p.add_argument("--method", choices=methods,
                        help="certification method (default: the config's certify.method)")
+        p.add_argument("--allow-sigma-mismatch", action="store_true", help=SIGMA_MISMATCH_HELP)
         p.set_defaults(func=func)
 
     p = sub.add_parser(
@@ -350,12 +355,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-    """Failures reported in one clear line, without a traceback. DataError and
-    TrainingDivergedError count where their modules were imported (elsewhere nothing raised
+    """Failures reported in one clear line, without a traceback. The library's own errors
+    count where their modules were imported (elsewhere nothing raised
     them): importing them up front would load torch and timm, seconds, for every command."""
     errors = [FileNotFoundError, ValueError]
     for module, name in (("dmae.data.errors", "DataError"),
-                         ("dmae.train.engine", "TrainingDivergedError")):
+                         ("dmae.devices", "DeviceError"),
+                         ("dmae.train.engine", "TrainingDivergedError"),
+                         ("dmae.train.engine", "ResumeError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)

@@ -1,4 +1,5 @@
-"""How a stage runs on this machine: pinned CPU kernels, torch threads, the device."""
+"""How a stage runs on this machine: pinned CPU kernels and torch threads (the device it
+computes on is dmae.devices' to choose)."""
 
 from __future__ import annotations
 
@@ -27,28 +28,3 @@ def setup(cfg: dict, threads: int | None = None, uses_torch: bool = True) -> Non
         import torch
 
         torch.set_num_threads(threads)
-
-
-def device(cfg: dict) -> str | None:
-    """The config's device; None lets the engine pick CUDA when present."""
-    device = cfg["runtime"]["device"]
-    return None if device == "auto" else device
-
-
-def shard_device(cfg: dict, shard: tuple[int, int] | None) -> str | None:
-    """The device of one certification shard: shards running side by side on a machine with
-    several visible GPUs take one each, not all cuda:0. A SLURM job sees only the GPU it was
-    given, which is then its device 0."""
-    chosen = device(cfg)
-    if chosen == "cpu" or shard is None:
-        return chosen
-    import torch
-
-    if not torch.cuda.is_available():
-        return chosen  # auto: the CPU; cuda: fails where the model moves, naming the device
-    return f"cuda:{spread(shard[0], torch.cuda.device_count())}"
-
-
-def spread(shard_index: int, visible_gpus: int) -> int:
-    """The GPU of shard ``shard_index``: round robin over the visible ones."""
-    return shard_index % visible_gpus

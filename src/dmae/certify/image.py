@@ -26,11 +26,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dmae import config as cfglib
-from dmae import layout, runtime
+from dmae import devices, layout
 from dmae.certify.methods import build_certifier, method_settings
 from dmae.certify.run import check_model
 from dmae.certify.smooth import ABSTAIN, Certificate, Certifier, Prediction
-from dmae.certify.stage import load_classifier
+from dmae.certify.stage import check_sigma, load_classifier
 from dmae.data import MANIFEST_NAME, DataError, get_dataset, read_manifest
 from dmae.data.base import ArrayDataset
 from dmae.data.datasets import pixels_to_tensor
@@ -159,28 +159,33 @@ def dataset_classes(cfg: dict) -> tuple[int, list[str] | None]:
 
 def certify_image(cfg: dict, checkpoint: str | os.PathLike, sigma: float,
                   image_path: str | os.PathLike, index: int = 0,
-                  label: int | None = None) -> Certificate:
+                  label: int | None = None, allow_sigma_mismatch: bool = False) -> Certificate:
     """CERTIFY the image file with the checkpoint's classifier smoothed at ``sigma``, by the
     config's method and settings; its noise is that of image ``index`` of a dataset run
     (certify.seed). ``label`` only matters for certify.stop_on_mismatch."""
-    certifier, x = _prepare(cfg, checkpoint, sigma, image_path, index, label)
+    certifier, x = _prepare(cfg, checkpoint, sigma, image_path, index, label,
+                            allow_sigma_mismatch)
     return certifier.certify(x, certifier.generator(cfg["certify"]["seed"], index), label=label)
 
 
 def predict_image(cfg: dict, checkpoint: str | os.PathLike, sigma: float,
-                  image_path: str | os.PathLike, index: int = 0) -> Prediction:
+                  image_path: str | os.PathLike, index: int = 0,
+                  allow_sigma_mismatch: bool = False) -> Prediction:
     """PREDICT the image file's class (or ABSTAIN), as certify_image does CERTIFY."""
-    certifier, x = _prepare(cfg, checkpoint, sigma, image_path, index, None)
+    certifier, x = _prepare(cfg, checkpoint, sigma, image_path, index, None,
+                            allow_sigma_mismatch)
     return certifier.predict(x, certifier.generator(cfg["certify"]["seed"], index))
 
 
 def _prepare(cfg: dict, checkpoint, sigma: float, image_path, index: int,
-             label: int | None) -> tuple[Certifier, torch.Tensor]:
+             label: int | None, allow_sigma_mismatch: bool) -> tuple[Certifier, torch.Tensor]:
     """The certifier of the config's method and the image, every input checked first."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValueError(f"index: expected the image's position in the {cfg['certify']['split']}"
                          f" split (an integer >= 0, it seeds the noise), got {index!r}")
+    device = torch.device(devices.compute_device(cfg, job=f"{checkpoint} on {image_path}"))
     model, meta = load_classifier(checkpoint)
+    check_sigma(checkpoint, meta, sigma, allow_sigma_mismatch)
     num_classes, _ = dataset_classes(cfg)
     name = cfg["dataset"]["name"]
     if meta["num_classes"] != num_classes:
@@ -193,9 +198,6 @@ def _prepare(cfg: dict, checkpoint, sigma: float, image_path, index: int,
     if label is not None and not 0 <= label < num_classes:
         raise ValueError(f"label: expected a class 0..{num_classes - 1} of {name}, got {label}")
     x = load_image(image_path, cfg, meta)
-    # The device as certify_dataset picks it: the config's, or CUDA when present.
-    device = torch.device(runtime.device(cfg) or ("cuda" if torch.cuda.is_available()
-                                                  else "cpu"))
     model = model.to(device).eval()
     check_model(model, x, meta["num_classes"], device)
     method, sampling = method_settings(cfg)

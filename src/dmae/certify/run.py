@@ -17,6 +17,7 @@ import json
 import logging
 import numbers
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -152,6 +153,8 @@ def _open_partial(partial: Path, settings: dict, info: dict, todo: Sequence[int]
                   ) -> dict[int, str]:
     """Check or start ``partial`` and its meta; return the rows already done."""
     pmeta = meta_path(partial)
+    if partial.exists() and pmeta.is_file():
+        _set_aside_if_other_noise(partial, read_json(pmeta).get("info", {}), info)
     if partial.exists():
         check_settings(pmeta, settings)
         rows = read_rows(partial, repair=True)
@@ -167,6 +170,30 @@ def _open_partial(partial: Path, settings: dict, info: dict, todo: Sequence[int]
     with open(partial, "w") as fh:
         _sync_write(fh, HEADER)
     return {}
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, or ``cuda:<i> (<GPU model>)``: what a partial records of where it ran."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _set_aside_if_other_noise(partial: Path, before: dict, now: dict) -> None:
+    """Start a new partial where the old one was made on another kind of device or GPU model:
+    their random number generators lay out the same seed's noise differently, so its rows
+    would mix two streams. Its rows are kept beside it, not lost."""
+    def kind(info: dict) -> str:  # which GPU of a model does not matter
+        return re.sub(r"^(\w+):\d+", r"\1", info.get("device", ""))
+
+    if kind(before) == kind(now) or not kind(before):
+        return
+    aside = partial.with_name(f"{partial.name}.other-device")
+    log.warning("%s: made on %s, this job runs on %s, whose noise for the same seed differs: "
+                "its rows are set aside as %s, starting a new partial", partial,
+                kind(before), kind(now), aside)
+    os.replace(partial, aside)
+    os.replace(meta_path(partial), meta_path(aside))
 
 
 def _finish(partial: Path, out_tsv: Path, settings: dict, info: dict, todo: Sequence[int]) -> None:
@@ -207,7 +234,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and device.index is not None:
-        # a shard's GPU (runtime.shard_device) becomes the process's current one, so nothing
+        # a shard's GPU (devices.compute_device) becomes the process's current one, so nothing
         # that uses the current device (compiled kernels, caches) opens a context on GPU 0
         torch.cuda.set_device(device)
     certifier = build_certifier(method, model, num_classes, sigma, n0=n0, n=n, alpha=alpha,
@@ -228,7 +255,8 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
                              num_classes=num_classes, noise_chunk=noise_chunk,
                              precision=certifier.precision, indices=all_indices,
                              shard=shard_spec, config=config, method=certifier.parameters())
-    info = {"batch_size": batch_size, "compile": certifier.compiled, "device": str(device),
+    info = {"batch_size": batch_size, "compile": certifier.compiled,
+            "device": device_label(device),
             "torch": torch.__version__}
 
     out_tsv = Path(out_tsv)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dmae.devices import claim_gpu
+
 
 @dataclass
 class DistContext:
@@ -40,14 +42,13 @@ class DistContext:
             self.owns_group = False
 
 
-def _resolve_device(device: str | torch.device | None, local_rank: int) -> torch.device:
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """CUDA (a free GPU of this process's own: dmae.devices.claim_gpu) or the CPU."""
     if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        return torch.device("cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", claim_gpu())
     return device
 
 
@@ -61,7 +62,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistContext:
     if dist.is_available() and dist.is_initialized():
         world_size = dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _resolve_device(device, local_rank)
+    dev = _resolve_device(device)
     if world_size <= 1:
         return DistContext(device=dev)
     owns = False
