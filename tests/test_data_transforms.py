@@ -57,6 +57,23 @@ def test_imagenet_randaugment_as_timm_create_transform():
     assert steps[2](image).size == (40, 50)
 
 
+@pytest.mark.parametrize(("magnitude", "black"), [(10, True), (9, False)])
+def test_randaugment_at_its_top_magnitude_posterizes_to_black_instead_of_failing(magnitude,
+                                                                                  black):
+    """The ImageNet recipe's magnitude 9 with std 0.5 reaches 10 for about 2% of the draws,
+    where "inc1" posterizes to 0 bits: Pillow 13 raises there (a fine-tuning job would die in
+    its first epoch), older Pillow, which the authors ran, returned a black image."""
+    steps = get_dataset("imagenet").transform(True, 32, randaugment=RA).transforms
+    op = next(op for op in steps[2].ops if op.name == "PosterizeIncreasing")
+    op.prob, op.magnitude, op.magnitude_std = 1.0, magnitude, 0.0  # this draw, every time
+    image = Image.new("RGB", (8, 8), (200, 100, 30))
+    out = op(image)
+    assert out.size == image.size and out.mode == image.mode
+    assert (out.getextrema() == ((0, 0),) * 3) is black
+    if not black:  # 4 - int(9 / 10 * 4) = 1 bit kept
+        assert out.getpixel((0, 0)) == (128, 0, 0)
+
+
 @pytest.mark.parametrize(("size", "resize"), [(224, 256), (16, 18), (384, 384)])
 def test_imagenet_eval_is_the_same_for_every_task(size, resize):
     for task in TASKS:

@@ -105,10 +105,27 @@ def _randaugment(spec: str, input_size: int) -> Callable:
         "interpolation": str_to_pil_interp(INTERPOLATION),  # else timm picks one at random
     }
     try:
-        return rand_augment_transform(spec, hparams)
+        transform = rand_augment_transform(spec, hparams)
     except (ValueError, AssertionError, KeyError) as err:
         raise DataError(f"randaugment: {spec!r} is not a timm RandAugment spec "
                         "(expected e.g. 'rand-m9-mstd0.5-inc1')") from err
+    for op in transform.ops:
+        if op.name.startswith("Posterize"):
+            op.aug_fn = _posterize
+    return transform
+
+
+def _posterize(img, bits_to_keep: int, **_):
+    """Keep the ``bits_to_keep`` high bits of each channel, 0 to 8. At the top magnitude
+    ("inc1", often reached with mstd) timm asks for 0 bits, which Pillow 13 refuses and older
+    Pillow, as the authors ran it, turns into a black image: so here too."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
 
 
 def _root(where: Locations) -> Path:
