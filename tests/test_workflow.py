@@ -355,27 +355,44 @@ def test_paper_configs_show_the_full_dag(tmp_path, name, expected):
     assert jobs == expected
 
 
-def test_every_job_asks_for_its_resource_group(tmp_path):
+@pytest.mark.parametrize("name", ["imagenet", "cifar10"])
+def test_every_job_asks_for_its_resource_group(tmp_path, name):
     """Each rule's jobs ask the scheduler for the resources.<group> dmae.pipeline names (the
-    ImageNet config sets every group, so a job with another group's figures is caught)."""
+    paper configs set every group, so a job with another group's figures is caught), and a
+    pretraining that only takes its init as it is (CIFAR-10's) is a light job of one
+    process, not an 8-GPU training."""
+    cfg = cfglib.load(REPO / "config" / f"{name}.yaml")
+    for recipe in cfg["pretrainings"].values():  # the ImageNet checkpoint CIFAR-10 starts from
+        if recipe["init"]:
+            (tmp_path / recipe["init"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / recipe["init"]).touch()
     # Enough cores that Snakemake does not scale any job's threads down.
-    proc = snakemake(tmp_path, REPO / "config" / "imagenet.yaml", "-n", "--cores", "64")
-    cfg = cfglib.load(REPO / "config" / "imagenet.yaml")
-    seen = set()
+    proc = snakemake(tmp_path, REPO / "config" / f"{name}.yaml", "-n", "-p", "--cores", "128")
+    seen, light = set(), []
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout):
         rule = re.match(r"(?:local)?rule (\w+):", block)
         if not rule or rule[1] not in pipeline.RULES:
             continue
-        asked = pipeline.resources(cfg, rule[1])
+        wildcards = re.search(r"^    wildcards: (.*)$", block, re.M)
+        job = dict(re.findall(r"(\w+)=([^,\s]+)", wildcards[1])) if wildcards else {}
+        asked = pipeline.resources(cfg, rule[1], **job)
         threads = re.search(r"^    threads: (\d+)$", block, re.M)
         resources = dict(re.findall(r"(\w+)=(\w+)", re.search(r"^    resources: (.*)$", block,
                                                               re.M)[1]))
         assert (int(threads[1]) if threads else 1) == asked["threads"], rule[1]  # 1: no line
         assert (int(resources["mem_mb"]), int(resources["runtime"]), int(resources["gpu"])) == (
             asked["mem_mb"], asked["runtime"], asked["gpus"]), rule[1]
+        if rule[1] == "pretrain" and not cfg["pretrainings"][job["pretraining"]]["train"]:
+            assert asked["gpus"] == 0 and asked == {**cfg["resources"]["report"], "gpus": 0,
+                                                    "processes": 1}
+            assert "torchrun" not in block and "dmae pretrain" in block
+            light.append(job["pretraining"])
+        elif rule[1] in ("pretrain", "finetune"):
+            assert asked["gpus"] == 8 and "torchrun --standalone --nproc_per_node=8" in block
         seen.add(rule[1])
     assert seen == set(pipeline.RULES)
-    assert pipeline.resources(cfg, "prepare_data") == cfg["resources"]["prepare"]
+    assert sorted(light) == sorted(pre for _, pre in layout.used_pretrainings(cfg)
+                                   if not cfg["pretrainings"][pre]["train"])
 
 
 @needs_fmnist

@@ -95,14 +95,19 @@ def settings(cfg: dict, rule: str, **job: str) -> dict[str, object]:
     return values
 
 
-def resources(cfg: dict, rule: str) -> dict[str, int]:
-    """What a job of ``rule`` asks for: threads, mem_mb, runtime (minutes), gpus, processes."""
+def resources(cfg: dict, rule: str, **job: str) -> dict[str, int]:
+    """What a job of ``rule`` (``job``: its wildcards) asks for: threads, mem_mb, runtime
+    (minutes), gpus, processes. A pretraining that only takes its init as it is (``train:
+    false``) copies one checkpoint: a light job (the report's resources), not the training's
+    GPUs and hours."""
+    if rule == "pretrain" and not cfg["pretrainings"][job["pretraining"]]["train"]:
+        return {**cfg["resources"]["report"], "gpus": 0, "processes": 1}
     return cfg["resources"][RULES[rule].resources]
 
 
-def processes(cfg: dict, rule: str) -> int:
+def processes(cfg: dict, rule: str, **job: str) -> int:
     """How many processes a job of ``rule`` runs: resources' processes, else one per GPU."""
-    asked = resources(cfg, rule)
+    asked = resources(cfg, rule, **job)
     return asked["processes"] or max(1, asked["gpus"])
 
 

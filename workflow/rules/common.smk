@@ -11,7 +11,7 @@ import yaml
 
 import dmae
 from dmae import config as dmae_config
-from dmae import code_identity, dvcsync, layout, pipeline
+from dmae import code_identity, devices, dvcsync, layout, pipeline
 from dmae.io import atomic_path
 
 # Snakemake reads the values inside a `--config key={...}` mapping as text: they are read
@@ -80,6 +80,20 @@ if workflow.is_main_process:  # a cluster job's main process did it for it
         logger.warning(f"could not update {code_identity.IDENTITY_FILE}: {error}")
 
 
+# Jobs that run on this machine share its GPUs: unless the command line says how many there
+# are (--resources gpu=N), they are the GPUs this process sees, so Snakemake never starts
+# more GPU jobs than there are GPUs (each process then takes a free one: dmae.devices). A
+# job that asks for more than the machine has stops the run at once, saying so.
+# (The executor is chosen after this file is read: no node count means local execution.)
+if (
+    workflow.is_main_process
+    and workflow.nodes is None
+    and not workflow.output_settings.dryrun  # a dry run shows what each job asks for
+    and "gpu" not in workflow.global_resources
+):
+    workflow.register_resource("gpu", devices.visible_gpu_count())
+
+
 # Outputs that DVC put in place (dvc pull, dvc checkout) count as done where dvc.lock vouches
 # for them (dmae.dvcsync); a cluster job's main process did it for it.
 DVC_PIPELINE = None
@@ -124,22 +138,29 @@ def settings(rule):
 
 
 def threads_of(rule):
-    return pipeline.resources(config, rule)["threads"]
+    return lambda w: pipeline.resources(config, rule, **w)["threads"]
 
 
 def resources_of(rule):
     """The scheduler's resources of a rule's jobs (Snakemake's and the SLURM plugin's names)."""
-    asked = pipeline.resources(config, rule)
-    return {"mem_mb": asked["mem_mb"], "runtime": asked["runtime"], "gpu": asked["gpus"]}
+
+    def asked(name):
+        return lambda w: pipeline.resources(config, rule, **w)[name]
+
+    return {"mem_mb": asked("mem_mb"), "runtime": asked("runtime"), "gpu": asked("gpus")}
 
 
 def launcher(rule):
     """`dmae`, or one torchrun (DDP) for a job of several processes: started once per job,
     in the job's allocation, never once per SLURM task."""
-    processes = pipeline.processes(config, rule)
-    if processes > 1:
-        return f"torchrun --standalone --nproc_per_node={processes} -m dmae.cli"
-    return "dmae"
+
+    def of_job(wildcards):
+        processes = pipeline.processes(config, rule, **wildcards)
+        if processes > 1:
+            return f"torchrun --standalone --nproc_per_node={processes} -m dmae.cli"
+        return "dmae"
+
+    return of_job
 
 
 def pretraining_of(method):
