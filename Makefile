@@ -51,7 +51,7 @@ test-fast: venv
 ## make check: after make reproduce, compare this run with the committed reference: every
 ## table cell (identical, within its 95% interval, or beyond: exit 1) and, for a config whose
 ## DVC pipeline is committed, every output's hash against the reference of this CPU's vendor
-## (dvc.lock, or results/<name>/reference/<vendor>.json; dmae.check)
+## (dvc.lock, or results/<name>/reference/<vendor>.json; dmae.ops.check)
 check: venv
 	$(BIN)/dmae check --config $(CONFIG)
 
@@ -59,7 +59,7 @@ check: venv
 ## here with vega inlined, so it works offline) in headless Chromium; exit 1 naming any broken
 ## figure, script error or network request; screenshots in results/<name>/screenshots/
 pages: venv
-	$(BIN)/python -m dmae.pages --config $(CONFIG)
+	$(BIN)/python -m dmae.ops.pages --config $(CONFIG)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -77,10 +77,10 @@ STAGES ?=
 ## make pull: fetch data and checkpoints from the DVC remote, with the stages they need, as a
 ## plain `dvc pull` does, but asking the remote first (dvc status --cloud): an unreachable
 ## remote, refused credentials or a missing output stop it before any change. Then, as the
-## next snakemake would, what dvc.lock vouches for is marked done for Snakemake (dmae.dvcsync)
+## next snakemake would, what dvc.lock vouches for is marked done for Snakemake (dmae.ops.dvc.sync)
 pull: venv
-	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --pull $(STAGES)
+	$(BIN)/python -m dmae.ops.dvc --config $(CONFIG) --pull $(STAGES)
 
 ## make push: upload the data and checkpoints recorded in the pipeline's dvc.lock to the remote
 push: venv
-	$(BIN)/python -m dmae.dvcstages --config $(CONFIG) --push $(STAGES)
+	$(BIN)/python -m dmae.ops.dvc --config $(CONFIG) --push $(STAGES)

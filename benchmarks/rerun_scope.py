@@ -8,7 +8,7 @@ stages ``dvc status`` then marks (after the dry run refreshed the code digests D
 those with the stages downstream of them, which ``dvc repro`` reruns when the marked ones
 write other bytes; and undoes it. Last, a plain ``dvc pull`` into a fresh clone (from a
 folder remote in the scratch folder), with and without the workflow's sync
-(``dmae.dvcsync``; without it is how Snakemake saw a pull before). Prints a Markdown table;
+(``dmae.ops.dvc.sync``; without it is how Snakemake saw a pull before). Prints a Markdown table;
 ``--readme`` writes it into the README's block between its markers. Example::
 
     python benchmarks/rerun_scope.py --readme README.md
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from dmae import dvcstages, dvcsync
+from dmae.ops.dvc import stages as dvcstages
+from dmae.ops.dvc import sync as dvcsync
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = dvcsync.tool("dvc")

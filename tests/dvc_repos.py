@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BIN, DEBIAN_FMNIST, REPO, planned_jobs
 
-from dmae import dvcsync
+from dmae.ops.dvc import sync as dvcsync
 
 NAME = "dvctest"
 CONFIG = f"config/{NAME}.yaml"
@@ -130,7 +130,7 @@ def _build_pushed(tmp_path_factory) -> tuple[Path, Path, Path]:
             path.unlink()
     env = tool_env(home, origin)
     (origin / CONFIG).write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
-    run([BIN / "python", "-m", "dmae.dvcstages", "--config", CONFIG], cwd=origin, env=env)
+    run([BIN / "python", "-m", "dmae.ops.dvc", "--config", CONFIG], cwd=origin, env=env)
     assert (origin / DVC_FILE).is_file()
     run(["git", "init", "-q"], cwd=origin, env=env)
     probe = f"results/{NAME}/tables/x.csv"

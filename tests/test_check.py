@@ -1,4 +1,4 @@
-"""`make check` (dmae.check) on a CPU of either vendor: a clone of the repository that ran the
+"""`make check` (dmae.ops.check) on a CPU of either vendor: a clone of the repository that ran the
 tiny pipeline, its outputs pulled, checked against dvc.lock where the committed run was made
 on this machine's CPU vendor, else against the reference hashes of this vendor, else by its
 tables alone, saying so (real git, dvc and make)."""
@@ -15,8 +15,11 @@ import yaml
 from conftest import BIN, REPO
 from dvc_repos import CONFIG, NAME, make, pushed_repository, run, tool_env
 
-from dmae import check, code_identity, dvcstages, dvcsync, layout
+from dmae import code_identity, layout
 from dmae import config as cfglib
+from dmae.ops import check
+from dmae.ops.dvc import stages as dvcstages
+from dmae.ops.dvc import sync as dvcsync
 from dmae.reproducibility import cpu_vendor
 
 

@@ -27,8 +27,11 @@ from dvc_repos import (
     tool_env,
 )
 
-from dmae import code_identity, dvcstages, dvcsync
+from dmae import code_identity
 from dmae import config as cfglib
+from dmae.ops.dvc import stages as dvcstages
+from dmae.ops.dvc import sync as dvcsync
+from dmae.ops.dvc.cli import main as dvc_command
 
 DEFAULT = "config/default.yaml"
 
@@ -46,7 +49,7 @@ def test_committed_dvc_yaml_is_the_generated_one(configfile):
     expected = dvcstages.render(cfglib.load(REPO / configfile), configfile, written(configfile))
     committed = REPO / dvcstages.dvc_file(configfile)
     assert committed.is_file() and committed.read_text() == expected, (
-        f"{committed.relative_to(REPO)} is stale: run `python -m dmae.dvcstages --all`")
+        f"{committed.relative_to(REPO)} is stale: run `python -m dmae.ops.dvc --all`")
 
 
 def test_a_plain_dvc_pull_meets_no_pipeline_that_never_ran():
@@ -66,7 +69,7 @@ def test_every_pipeline_is_one_dvc_graph(tmp_path):
     run(["git", "init", "-q"], cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
     for configfile in dvcstages.PIPELINES:
-        run([BIN / "python", "-m", "dmae.dvcstages", "--config", configfile], cwd=tmp_path,
+        run([BIN / "python", "-m", "dmae.ops.dvc", "--config", configfile], cwd=tmp_path,
             env=env)
     assert dvcstages.dvc_file(DEFAULT) == "dvc.yaml"
     assert [dvcstages.dvc_file(c) for c in dvcstages.PIPELINES[1:]] == [
@@ -89,17 +92,17 @@ def test_check_mode_fails_on_a_stale_file_and_write_mode_fixes_it(tmp_path, monk
     monkeypatch.chdir(REPO)
     out = tmp_path / "dvc.yaml"
     out.write_text("stages: {}\n")
-    assert dvcstages.main(["--config", DEFAULT, "--output", str(out), "--check"]) == 1
+    assert dvc_command(["--config", DEFAULT, "--output", str(out), "--check"]) == 1
     assert "+stages:" in capsys.readouterr().out  # a diff
-    assert dvcstages.main(["--config", DEFAULT, "--output", str(out)]) == 0
-    assert dvcstages.main(["--config", DEFAULT, "--output", str(out), "--check"]) == 0
+    assert dvc_command(["--config", DEFAULT, "--output", str(out)]) == 0
+    assert dvc_command(["--config", DEFAULT, "--output", str(out), "--check"]) == 0
     assert out.read_text() == (REPO / "dvc.yaml").read_text()
     capsys.readouterr()
-    assert dvcstages.main(["--all", "--check"]) == 0
+    assert dvc_command(["--all", "--check"]) == 0
     # the code digests, and each committed pipeline
     assert capsys.readouterr().out.count("is up to date") == 1 + len(
         dvcstages.committed_pipelines(REPO))
-    assert dvcstages.main(["--config", "config/imagenet.yaml", "--path"]) == 0
+    assert dvc_command(["--config", "config/imagenet.yaml", "--path"]) == 0
     assert capsys.readouterr().out == "dvc/imagenet/dvc.yaml\n"
 
 
@@ -271,7 +274,7 @@ def test_a_plain_dvc_pull_into_a_fresh_clone_leaves_nothing_to_do(pushed):
     assert out_files(clone) == out_files(origin)
 
     # Snakemake alone sees pulled files newer than those git checked out, and would rerun
-    # them; it takes what dvc.lock vouches for as done (dmae.dvcsync), with no touch step.
+    # them; it takes what dvc.lock vouches for as done (dmae.ops.dvc.sync), with no touch step.
     assert planned_jobs(dry_run(clone, {**env, dvcsync.NESTED: "1"})) != {}
     assert planned_jobs(dry_run(clone, env)) == {}
     assert dvc_status(clone, env) == set()

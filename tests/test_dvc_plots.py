@@ -14,7 +14,8 @@ import yaml
 from conftest import BIN, REPO
 
 from dmae import config as cfglib
-from dmae import dvcstages, layout
+from dmae import layout
+from dmae.ops.dvc import stages as dvcstages
 from dmae.report.curves import PAPER, THIS_RUN
 from dmae.train.state import METRIC_COLUMNS, write_metrics
 

@@ -28,7 +28,7 @@ from dvc_repos import (
     tool_env,
 )
 
-from dmae import dvcremote
+from dmae.ops.dvc import remote as dvcremote
 
 BUCKET = "dmae-team"
 URL = f"s3://{BUCKET}/dmae"

@@ -18,7 +18,7 @@ from conftest import REPO
 from PIL import Image, ImageDraw
 from workflow_runs import snakemake
 
-from dmae import pages
+from dmae.ops import pages
 
 # The marker is declared in pyproject.toml ([tool.pytest.ini_options] markers).
 pytestmark = pytest.mark.browser

@@ -141,7 +141,7 @@ def cmd_compare(args: argparse.Namespace, cfg: None) -> int:
 
 
 def cmd_check(args: argparse.Namespace, cfg: dict) -> int:
-    from dmae import check
+    from dmae.ops import check
 
     try:
         if args.record:
@@ -154,9 +154,9 @@ def cmd_check(args: argparse.Namespace, cfg: dict) -> int:
 
 
 def cmd_dvc_yaml(argv: list[str]) -> int:
-    from dmae import dvcstages
+    from dmae.ops.dvc.cli import main
 
-    return dvcstages.main(argv, prog="dmae dvc-yaml")
+    return main(argv, prog="dmae dvc-yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:

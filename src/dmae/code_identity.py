@@ -4,7 +4,7 @@ that command runs, blind to the edits that cannot change a result.
 Snakemake (a ``params`` entry of each rule) and DVC (``params`` from ``IDENTITY_FILE``) both
 rerun a rule's jobs when its digest changes, and only then, so the two tools agree after any
 edit. Snakemake recomputes the digests every time it reads the workflow and rewrites the file
-when they moved; ``python -m dmae.dvcstages --all`` writes it too, and ``--check`` (a test)
+when they moved; ``python -m dmae.ops.dvc --all`` writes it too, and ``--check`` (a test)
 fails while the committed one is stale.
 
 Which code counts for a rule: the part of the CLI its `dmae` subcommand runs (``cli_tree``:
@@ -44,7 +44,7 @@ DIGEST_CHARS = 16  # of a sha256: 64 bits, ample to tell versions of one file ap
 
 HEADER = """\
 # GENERATED from the library's code by dmae.code_identity, rewritten by every snakemake run
-# and by `python -m dmae.dvcstages --all`. Do not edit.
+# and by `python -m dmae.ops.dvc --all`. Do not edit.
 # rules: the digest of what each workflow rule computes with (its command and the normalised
 # source of the code it runs); Snakemake and DVC rerun a rule's jobs when it changes.
 # files: each library file's normalised digest, to see which file moved a rule's.

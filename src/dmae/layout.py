@@ -23,7 +23,7 @@ SEED_TABLE = "seed_spread"  # only for configs with replicates (methods sharing 
 FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
 # The figures' curves in long format (one row per curve and radius, dmae.report.curves), for
-# the DVC plots that dmae.dvcstages declares with these axes
+# the DVC plots that dmae.ops.dvc.stages declares with these axes
 CURVES = FIGURES
 CURVE_X, CURVE_Y = "radius", "certified accuracy %"
 
@@ -164,5 +164,5 @@ def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:
 
 def reference_hashes(cfg: dict, vendor: str) -> Path:
     """The md5 of every output of the config's committed run as a CPU of ``vendor`` wrote
-    them, for a rerun on such a CPU to be checked against (dmae.check)."""
+    them, for a rerun on such a CPU to be checked against (dmae.ops.check)."""
     return results_dir(cfg) / "reference" / f"{vendor}.json"

@@ -11,7 +11,8 @@ import yaml
 
 import dmae
 from dmae import config as dmae_config
-from dmae import code_identity, devices, dvcsync, layout, pipeline
+from dmae import code_identity, devices, layout, pipeline
+from dmae.ops.dvc import sync as dvc_sync
 from dmae.io import atomic_path
 
 # Snakemake reads the values inside a `--config key={...}` mapping as text: they are read
@@ -95,10 +96,10 @@ if (
 
 
 # Outputs that DVC put in place (dvc pull, dvc checkout) count as done where dvc.lock vouches
-# for them (dmae.dvcsync); a cluster job's main process did it for it.
+# for them (dmae.ops.dvc.sync); a cluster job's main process did it for it.
 DVC_PIPELINE = None
 if workflow.is_main_process and len(workflow.overwrite_configfiles) <= 1:
-    DVC_PIPELINE = dvcsync.sync_workflow(
+    DVC_PIPELINE = dvc_sync.sync_workflow(
         (workflow.overwrite_configfiles or workflow.configfiles)[0],
         workflow.main_snakefile,
         logger,
@@ -109,7 +110,7 @@ def remember_dvc_outputs():
     """What this run wrote is Snakemake's own doing, not something DVC put in place."""
     if DVC_PIPELINE is not None:
         try:
-            dvcsync.remember(".", DVC_PIPELINE)
+            dvc_sync.remember(".", DVC_PIPELINE)
         except Exception as error:  # the next start takes a second look, nothing worse
             logger.warning(f"{DVC_PIPELINE}: could not record its outputs: {error}")
 

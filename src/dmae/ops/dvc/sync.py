@@ -37,8 +37,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from dmae.config import load
-from dmae.dvcstages import dvc_file, posix, render
 from dmae.io import atomic_path
+from dmae.ops.dvc.stages import dvc_file, posix, render
 
 NESTED = "DMAE_DVC_SYNC"  # set for the nested snakemake, which must not sync again
 STATE_DIR = ".snakemake/dmae-dvc-sync"

@@ -7,11 +7,11 @@ ask ``dvc status --cloud`` for the outputs concerned, and stop with ``RemoteErro
 changes anything when the remote cannot be reached, refuses the credentials, or lacks an
 output. DVC alone would pull what it can, then fail naming neither the remote nor the stage
 (``failed to connect to s3 (bucket/files/md5) - Forbidden``), and it retries an absent
-endpoint for a while before saying so. A pull ends with ``dvcsync.sync``, as the next
+endpoint for a while before saying so. A pull ends with ``sync.sync``, as the next
 snakemake would.
 
-    python -m dmae.dvcstages --config config/cifar10.yaml --pull [STAGE ...]    # make pull
-    python -m dmae.dvcstages --config config/cifar10.yaml --push [STAGE ...]    # make push
+    python -m dmae.ops.dvc --config config/cifar10.yaml --pull [STAGE ...]    # make pull
+    python -m dmae.ops.dvc --config config/cifar10.yaml --push [STAGE ...]    # make push
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from dmae.dvcstages import dvc_file, posix
-from dmae.dvcsync import entry_paths, inside, sync, tool
+from dmae.ops.dvc.stages import dvc_file, posix
+from dmae.ops.dvc.sync import entry_paths, inside, sync, tool
 
 
 class RemoteError(RuntimeError):
@@ -210,7 +210,7 @@ def pull(configfile: str, stages: tuple[str, ...] | list[str] = (), root: Path |
          dvc_yaml: str | None = None) -> list[str]:
     """``make pull``: fetch the cached outputs of ``stages`` of the pipeline of ``configfile``
     (all when empty) and of the stages they depend on from the default remote, then
-    marks what dvc.lock vouches for as done for Snakemake (``dvcsync.sync``); return those
+    marks what dvc.lock vouches for as done for Snakemake (``sync.sync``); return those
     stages. Raise ``RemoteError`` before DVC
     writes anything when the remote cannot be reached, refuses the credentials, or lacks one
     of those outputs."""

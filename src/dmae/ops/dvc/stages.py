@@ -1,9 +1,4 @@
-"""dvc.yaml, generated from a workflow config.
-
-    python -m dmae.dvcstages --config config/default.yaml           # (re)write dvc.yaml
-    python -m dmae.dvcstages --all --check          # fail if a committed file is stale
-    python -m dmae.dvcstages --config config/cifar10.yaml --pull [STAGE ...]    # make pull
-    python -m dmae.dvcstages --config config/cifar10.yaml --push [STAGE ...]    # make push
+"""dvc.yaml, generated from a workflow config (written by ``python -m dmae.ops.dvc``).
 
 A config of ``PIPELINES`` gets its own dvc.yaml (``dvc_file``): the default's at the top of
 the repository, the others' in ``dvc/<config name>/`` with ``wdir`` set back to the
@@ -29,17 +24,14 @@ the report's metrics.json as ``metrics``). The top-level ``plots`` (``dvc_plots`
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import shlex
-import sys
 from pathlib import Path, PurePosixPath
 
 import yaml
 
 from dmae import code_identity, layout, pipeline
 from dmae import config as cfglib
-from dmae.config import load, sigma_key
+from dmae.config import sigma_key
 from dmae.layout import meta_path
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -50,7 +42,7 @@ PIPELINES = (DEFAULT_CONFIG, "config/cifar10.yaml", "config/imagenet.yaml")
 
 HEADER = """\
 # GENERATED from {config} and dmae.layout by
-#   python -m dmae.dvcstages --config {config}
+#   python -m dmae.ops.dvc --config {config}
 # Do not edit: regenerate after changing the config's runs, dmae.layout or the workflow rules
 # (tests/test_dvc.py fails while this file differs from the generated one).
 # One stage per workflow unit (data, pretraining, fine-tuning, certification, report), each
@@ -237,95 +229,8 @@ def render(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = N
 # ------------------------------------------------------------------------------------- CLI
 
 
-def _write_or_check(path: Path, text: str, check: bool, source: str, fix: str) -> bool:
-    """Write ``text`` to ``path`` (made from ``source``), or with ``check`` compare them and
-    print a diff and the command that fixes it (``fix``)."""
-    old = path.read_text() if path.is_file() else ""
-    if check:
-        if old == text:
-            print(f"{path} is up to date with {source}")
-            return True
-        sys.stdout.writelines(difflib.unified_diff(
-            old.splitlines(keepends=True), text.splitlines(keepends=True),
-            f"{path} (committed)", f"{path} (generated from {source})"))
-        print(f"{path} differs from what {source} makes; regenerate it: {fix}",
-              file=sys.stderr)
-        return False
-    if old != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        print(f"wrote {path} ({text.count(chr(10))} lines) from {source}")
-    return True
-
-
 def committed_pipelines(root: Path | str = ".") -> list[str]:
     """The configs of ``PIPELINES`` whose dvc.yaml is in the repository ``root`` (the
     default's always is): those that ran and were committed, or were written to run them."""
     return [c for c in PIPELINES
             if c == DEFAULT_CONFIG or (Path(root) / dvc_file(c)).is_file()]
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m dmae.dvcstages") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write a config's dvc.yaml (one stage per workflow unit, each running its "
-                    "Snakemake target) and the code digests both tools read, check them, "
-                    "print where the dvc.yaml lives, or pull or push its outputs.")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", default=DEFAULT_CONFIG,
-                       help=f"workflow config, relative to the repository (default "
-                            f"{DEFAULT_CONFIG})")
-    which.add_argument("--all", action="store_true",
-                       help="every pipeline whose dvc.yaml is committed (of "
-                            f"{', '.join(PIPELINES)})")
-    parser.add_argument("--output",
-                        help="dvc.yaml to write or check, relative to the repository "
-                             "(default: the config's own, dvc.yaml or dvc/<name>/dvc.yaml)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true",
-                      help="write nothing; exit 1 with a diff when a file differs")
-    mode.add_argument("--path", action="store_true", help="print where the dvc.yaml lives")
-    mode.add_argument("--pull", nargs="*", metavar="STAGE",
-                      help="`dvc pull --with-deps` the stages (default: all) from the default "
-                           "remote; stop first, changing nothing, when the remote cannot be "
-                           "reached, refuses the credentials or lacks an output")
-    mode.add_argument("--push", nargs="*", metavar="STAGE",
-                      help="`dvc push --with-deps` the stages (default: all) to the default "
-                           "remote, with the same checks")
-    args = parser.parse_args(argv)
-    configs = committed_pipelines() if args.all else [posix(args.config)]
-    if args.output and len(configs) > 1:
-        parser.error("--output names one file: give --config, not --all")
-    files = [args.output or dvc_file(c) for c in configs]
-
-    if args.path:
-        print(*files, sep="\n")
-        return 0
-    if args.pull is not None or args.push is not None:
-        from dmae import dvcremote  # it imports this module
-
-        move, stages = ((dvcremote.pull, args.pull) if args.pull is not None
-                        else (dvcremote.push, args.push))
-        if stages and len(configs) > 1:
-            parser.error("stages belong to one pipeline: give --config, not --all")
-        try:
-            for configfile, out in zip(configs, files, strict=True):
-                move(configfile, stages, dvc_yaml=out)
-        except dvcremote.RemoteError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    ok = [_write_or_check(Path(code_identity.IDENTITY_FILE),
-                          code_identity.render(pipeline.code_digests()), args.check,
-                          "the library's code", f"{prog} --all")]
-    for configfile, out in zip(configs, files, strict=True):
-        text = render(load(configfile), configfile, dvc_yaml=posix(out))
-        ok.append(_write_or_check(Path(out), text, args.check, configfile,
-                                  f"{prog} --config {configfile}"))
-    return 0 if all(ok) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ nothing, and keeps a full-page screenshot. A Snakemake report is a single-page a
 a figure only once it is opened: each figure, the statistics and the workflow graph are opened
 in turn.
 
-    python -m dmae.pages --config config/default.yaml
+    python -m dmae.ops.pages --config config/default.yaml
 
 writes ``results/<name>/screenshots/{report,dvc_plots}.png`` and exits 1 naming every problem.
 Chromium is driven over the DevTools protocol on a pipe (no extra Python package); the
@@ -627,26 +627,27 @@ def check_run(results: Path, repo: Path = Path("."), dvc_file: str = "dvc.yaml",
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dmae.pages",
+        prog="python -m dmae.ops.pages",
         description="Open the run's Snakemake report and DVC plots page in headless Chromium, "
                     "check every figure loads, and keep screenshots.")
     parser.add_argument("--config", required=True, help="the run's YAML config")
     parser.add_argument("--repo", default=".", help="the DVC repository (default: .)")
     parser.add_argument("--dvc-file", help="the dvc.yaml declaring the run's plots, relative "
-                        "to --repo (default: the config's, as dmae.dvcstages places it)")
+                        "to --repo (default: the config's, as dmae.ops.dvc.stages places it)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per page")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from dmae import config as cfglib
-    from dmae import dvcstages, layout
+    from dmae import layout
+    from dmae.ops.dvc import stages
 
     results = layout.results_dir(cfglib.load(args.config))
     dvc_file = args.dvc_file
     if dvc_file is None:
         config, repo = Path(args.config).resolve(), Path(args.repo).resolve()
         named = config.relative_to(repo).as_posix() if config.is_relative_to(repo) else config
-        dvc_file = dvcstages.dvc_file(str(named))
+        dvc_file = stages.dvc_file(str(named))
     try:
         problems = check_run(results, Path(args.repo), dvc_file, timeout=args.timeout)
     except BrowserError as err:
