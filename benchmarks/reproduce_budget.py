@@ -1,7 +1,7 @@
 """Projected wall time and peak memory of ``snakemake --cores 2 --configfile <config>``.
 
-Issue 6 asks the embedded default (``make reproduce``) to finish within 60 minutes on a 2-core,
-24 GiB machine with no GPU, with peak memory under 4 GiB. This script measures what every job
+The target: the embedded default (``make reproduce``) within 60 minutes on a 2-core, 24 GiB
+machine with no GPU, peak memory under 4 GiB. This script measures what every job
 of the workflow costs on THIS machine with short timed runs of the real library calls on the
 real prepared data, then projects the whole run:
 

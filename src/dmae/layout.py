@@ -41,9 +41,7 @@ def pretrain_dir(cfg: dict, model: str, pretraining: str) -> Path:
 
 
 # The pretrain rule writes PRETRAINED; `dmae import-checkpoint` writes IMPORTED beside it. No
-# rule produces IMPORTED, so Snakemake never plans a job over it, whatever the file times (an
-# import at the rule's own output path was pretrained over again as soon as an input such as
-# the data manifest looked newer); the workflow starts from it whenever it exists.
+# rule produces IMPORTED, so Snakemake never plans a job over it, whatever the file times.
 PRETRAINED = "last"
 IMPORTED = "imported"
 

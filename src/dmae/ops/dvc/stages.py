@@ -1,25 +1,12 @@
 """dvc.yaml, generated from a workflow config (written by ``python -m dmae.ops.dvc``).
 
-A config of ``PIPELINES`` gets its own dvc.yaml (``dvc_file``): the default's at the top of
-the repository, the others' in ``dvc/<config name>/`` with ``wdir`` set back to the
-repository, so that every command and path reads the same in all of them and DVC sees one
-graph (CIFAR-10's continued pretraining depends on ImageNet's stage). A pipeline's file is
-committed with its first dvc.lock: one that never ran would make a plain `dvc pull` warn about
-each of its outputs. Its stages come from the same ``dmae.layout`` paths and
-``dmae.pipeline.RULES`` the Snakemake rules use, one stage per unit of work that DVC can store
-and fetch on its own (prepare, pretrain-<model>-<pretraining>, reconstructions-...,
-finetune-<model>-<method>-sigma_<s>, certify-... with its shards and merge, report).
-
-Each stage's command is the matching Snakemake target restricted to the stage's own rules
-(``--allowed-rules``), so a DVC stage never recomputes another stage's outputs behind DVC's
-back. A stage depends on the upstream stages' outputs, and, as DVC ``params``, on the config
-settings its rules read and on its rules' code digests (``dmae.code_identity``): the same
-things Snakemake reruns a job for, so the two tools call the same stages stale. Checkpoints,
-certifications and prepared data are cached outputs (``dvc push``/``dvc pull``); tables and
-figures are small, kept by git, and declared with ``cache: false`` (PNG figures as ``plots``,
-the report's metrics.json as ``metrics``). The top-level ``plots`` (``dvc_plots``) are what
-``dvc plots show`` draws: the report's curves (``layout.CURVES``) through the templates in
-``.dvc/plots/``, and each fine-tuning run's training curves.
+One stage per unit of work DVC can store and fetch on its own, from the ``dmae.layout`` paths
+and ``dmae.pipeline.RULES`` the Snakemake rules use. A stage's command is its Snakemake
+target limited to its own rules; it depends on upstream outputs and, as ``params``, on the
+config keys and code digests its rules read, so both tools call the same stages stale.
+Checkpoints, certifications and prepared data are cached; tables and figures stay in git
+(``cache: false``). The default's dvc.yaml sits at the top of the repository, the others' in
+``dvc/<config name>/`` (``dvc_file``), committed with their first dvc.lock.
 """
 
 from __future__ import annotations
