@@ -94,6 +94,24 @@ def test_a_kill_at_any_moment_resumes_to_the_uninterrupted_bytes(tmp_path, unint
         "resume-best-1.json", "resume-best-1.safetensors"]
 
 
+def test_a_resume_state_without_a_kept_best_still_finishes(tmp_path, uninterrupted):
+    """A resume.pt written before best.* was kept beside it (an older version), its best.*
+    deleted: the run warns that best.* can only come back from a better epoch, and finishes
+    with the uninterrupted last.* instead of failing at its next save."""
+    run(tmp_path, HP, "save_resume:2")
+    for path in [*tmp_path.glob("resume-best-*"), *(tmp_path / n for n in OUTPUTS)]:
+        path.unlink(missing_ok=True)
+    resumed = run(tmp_path, HP)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "best.* of epoch 1 is gone and no copy was kept" in resumed.stderr
+    done = outputs_present(tmp_path)
+    assert done == {n: uninterrupted[n] for n in done} and "last.safetensors" in done
+
+
+def outputs_present(out_dir: Path) -> dict[str, bytes]:
+    return {name: (out_dir / name).read_bytes() for name in OUTPUTS if (out_dir / name).exists()}
+
+
 def test_a_killed_ddp_process_resumes_to_the_uninterrupted_bytes(tmp_path):
     hp = {**HP, "batch_size": 8}
     reference = run(tmp_path / "uninterrupted", hp, processes=2)

@@ -467,7 +467,8 @@ class _Run:
             kept = None
             if self.best["epoch"] is not None:
                 kept = self._kept_best(self.best["epoch"])
-                if not checkpoint_exists(kept):
+                # (best.* is gone only after a resume.pt of a version that kept no copy)
+                if not checkpoint_exists(kept) and checkpoint_exists(self.out_dir / "best"):
                     copy_checkpoint(self.out_dir / "best", kept)
             save_resume(self.resume_path, {**self._resume_state(), "rng": rngs,
                                            "metrics_rows": read_metrics(self.out_dir /
