@@ -84,7 +84,8 @@ if workflow.is_main_process:  # a cluster job's main process did it for it
 # Jobs that run on this machine share its GPUs: unless the command line says how many there
 # are (--resources gpu=N), they are the GPUs this process sees, so Snakemake never starts
 # more GPU jobs than there are GPUs (each process then takes a free one: dmae.devices). A
-# job that asks for more than the machine has stops the run at once, saying so.
+# job that asks for more is scaled down to them by Snakemake; with runtime.device cuda it
+# then stops at once itself, naming the GPUs it sees.
 # (The executor is chosen after this file is read: no node count means local execution.)
 if (
     workflow.is_main_process
