@@ -187,6 +187,23 @@ def elsewhere(root: Path, source: Path, name: str) -> tuple[Path, dict]:
     return clone, tool_env(home, clone)
 
 
+def clone_on_bucket(root: Path, source: Path, name: str, s3, url: str) -> tuple[Path, dict]:
+    """``elsewhere``, with the store's credentials and its remote pointed at ``url``."""
+    clone, env = elsewhere(root, source, name)
+    env |= s3.env()
+    run([BIN / "dvc", "remote", "modify", "--local", "team", "url", url], cwd=clone, env=env)
+    return clone, env
+
+
+def failed_pull(clone: Path, env: dict):
+    """`make pull` that must fail and leave the clone as it was; its process."""
+    before = workspace(clone)
+    proc = make_pull(clone, env, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert_nothing_written(clone, before)
+    return proc
+
+
 def assert_nothing_written(clone: Path, before: dict[str, float]) -> None:
     assert workspace(clone) == before, "the failed pull changed the workspace"
     assert not (clone / ".snakemake").exists(), "the --touch step ran"
@@ -219,13 +236,10 @@ def test_pushed_to_s3_and_pulled_on_another_machine(pushed, s3, team):
 def test_another_machine_pulls_nothing_from_the_default_folder_remote(pushed):
     root, _, origin = pushed
     clone, env = elsewhere(root, origin, "folder-remote-elsewhere")
-    before = workspace(clone)
-    proc = make_pull(clone, env, check=False)
-    assert proc.returncode != 0
+    proc = failed_pull(clone, env)
     folder = Path(env["HOME"]) / ".cache" / "dmae-dvc-remote"
     assert (f"cannot reach DVC remote 'localstore' ({folder}): the folder does not exist on "
             "this machine") in proc.stderr, proc.stderr
-    assert_nothing_written(clone, before)
 
 
 @pytest.mark.slow
@@ -265,12 +279,9 @@ def test_refused_credentials_are_named(pushed, s3, team, where):
     else:  # none at all: an empty HOME, no AWS_* variables
         said = (f"no credentials for DVC remote 'team' ({URL}, endpoint {s3.endpoint}): "
                 "Unable to locate credentials")
-    before = workspace(clone)
-    proc = make_pull(clone, env, check=False)
-    assert proc.returncode != 0
+    proc = failed_pull(clone, env)
     assert f"error: {said}" in proc.stderr, proc.stderr
     assert "Nothing was pulled." in proc.stderr
-    assert_nothing_written(clone, before)
 
 
 @pytest.mark.slow
@@ -287,19 +298,13 @@ def test_an_output_missing_on_the_remote_is_named_and_nothing_is_pulled(pushed, 
         s3.s3.copy_object(Bucket="dmae-partial", Key=key,
                           CopySource={"Bucket": BUCKET, "Key": key})
 
-    clone, env = elsewhere(root, repo, "missing")
-    env |= s3.env()
-    run([BIN / "dvc", "remote", "modify", "--local", "team", "url", "s3://dmae-partial/dmae"],
-        cwd=clone, env=env)
-    before = workspace(clone)
-    proc = make_pull(clone, env, check=False)
-    assert proc.returncode != 0
+    clone, env = clone_on_bucket(root, repo, "missing", s3, "s3://dmae-partial/dmae")
+    proc = failed_pull(clone, env)
     assert (f"1 output(s) of {DVC_FILE} are neither on DVC remote 'team' "
             f"(s3://dmae-partial/dmae, endpoint {s3.endpoint}) nor in this repository's cache:"
             f"\n  {checkpoint['path']} (stage pretrain-micro-dmae)\nNothing was pulled."
             ) in proc.stderr, proc.stderr
     assert not (clone / checkpoint["path"]).exists()
-    assert_nothing_written(clone, before)
 
     # What the remote does hold can still be pulled, as the message says.
     proc = make_pull(clone, env, stages="prepare")
@@ -311,17 +316,11 @@ def test_an_output_missing_on_the_remote_is_named_and_nothing_is_pulled(pushed, 
 @pytest.mark.slow
 def test_a_bucket_that_does_not_exist_is_named(pushed, s3, team):
     root, _, repo, _ = team
-    clone, env = elsewhere(root, repo, "no-bucket")
-    env |= s3.env()
-    run([BIN / "dvc", "remote", "modify", "--local", "team", "url", "s3://no-such-bucket/dmae"],
-        cwd=clone, env=env)
-    before = workspace(clone)
-    proc = make_pull(clone, env, check=False)
-    assert proc.returncode != 0
+    clone, env = clone_on_bucket(root, repo, "no-bucket", s3, "s3://no-such-bucket/dmae")
+    proc = failed_pull(clone, env)
     assert (f"error: DVC remote 'team' (s3://no-such-bucket/dmae, endpoint {s3.endpoint}): "
             "the bucket does not exist") in proc.stderr, proc.stderr
     assert "Nothing was pulled." in proc.stderr
-    assert_nothing_written(clone, before)
 
 
 @pytest.mark.slow
@@ -330,14 +329,11 @@ def test_credentials_a_policy_denies_are_named(pushed, s3, team):
     root, _, repo, _ = team
     clone, env = elsewhere(root, repo, "denied")
     env |= s3.outsider
-    before = workspace(clone)
-    proc = make_pull(clone, env, check=False)
-    assert proc.returncode != 0
+    proc = failed_pull(clone, env)
     assert (f"error: DVC remote 'team' ({URL}, endpoint {s3.endpoint}) refused the "
             "credentials (taken from AWS_ACCESS_KEY_ID in the environment)") in proc.stderr, (
         proc.stderr)
     assert "Nothing was pulled." in proc.stderr
-    assert_nothing_written(clone, before)
 
 
 # ------------------------------------------------------------ the messages, without a remote
