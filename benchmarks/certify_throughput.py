@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from dmae import config as cfglib
+from dmae.acceleration import PRECISIONS, autocast
 from dmae.certify import CohenCertifier
-from dmae.certify.smooth import inference_autocast
 from dmae.models import PRESETS, build_classifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def raw_rate(certifier: CohenCertifier, batch: torch.Tensor, passes: int,
              clock: Callable[[], float]) -> float:
     """Images per second of the certifier's base classifier and argmax on a fixed batch."""
     steps = max(1, round(passes / len(batch)))
-    with torch.inference_mode(), inference_autocast(certifier.device, certifier.precision):
+    with torch.inference_mode(), autocast(certifier.device, PRECISIONS[certifier.precision]):
         start = clock()
         for _ in range(steps):
             certifier.votes(batch)

@@ -11,11 +11,11 @@ build them:
 - fine-tuning with Gaussian noise only (RS / no consistency).
 
 Each step is the engine's, through its own functions (``dmae.train.engine``): the loss of
-``training_loss`` (noise on [0, 1] pixels, autocast as ``amp_dtype`` resolves ``runtime.amp``
-on the device), backward through ``grad_scaler``, then ``optimizer_step`` at the MAE
-schedule's learning rate (``lr_at``): one AdamW step over ``dmae.train.build_optimizer``'s
-parameter groups (weight decay and layer-wise lr decay as configured), ``zero_grad``. Inputs
-are random [0, 1] tensors of the model's shape, so data loading is not included
+``training_loss`` (noise on [0, 1] pixels, autocast as ``dmae.acceleration.amp_dtype`` resolves
+``runtime.amp`` on the device), backward through ``grad_scaler``, then ``optimizer_step`` at the
+MAE schedule's learning rate (``lr_at``): one AdamW step over ``dmae.train.build_optimizer``'s
+parameter groups (weight decay and layer-wise lr decay as configured), ``zero_grad``. Inputs are
+random [0, 1] tensors of the model's shape, so data loading is not included
 (``benchmarks/reproduce_budget.py`` times whole epochs on the real data). With CUDA present
 it also times the paper's ViT-B/16 at 224x224 under bf16 autocast (``--no-vit-b`` skips it).
 
@@ -46,16 +46,10 @@ from pathlib import Path
 import torch
 
 from dmae import config as cfglib
+from dmae.acceleration import amp_dtype, grad_scaler, use_compile
 from dmae.models import build_classifier, build_pretrain_model
 from dmae.train import TrainHParams, build_optimizer
-from dmae.train.engine import (
-    amp_dtype,
-    build_mixup,
-    grad_scaler,
-    optimizer_step,
-    training_loss,
-    use_compile,
-)
+from dmae.train.engine import build_mixup, optimizer_step, training_loss
 from dmae.train.optim import lr_at, peak_lr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,10 +133,10 @@ def train_step(model: torch.nn.Module, hp: TrainHParams, batch, device: torch.de
                ) -> Callable[[], None]:
     """The engine's optimizer step on a fixed ``batch`` (images, or images and labels), with
     the lr of step i of a 1000-step schedule that warms up for 10."""
-    net = torch.compile(model) if use_compile(hp, device) else model
+    net = torch.compile(model) if use_compile(hp.compile, device) else model
     opt = build_optimizer(model, hp)
     params = [p for g in opt.param_groups for p in g["params"]]
-    dtype = amp_dtype(hp, device)
+    dtype = amp_dtype(hp.amp, device)
     scaler = grad_scaler(device, dtype)
     mixup = build_mixup(hp, model)
     peak = peak_lr(hp)

@@ -12,6 +12,7 @@ from certify_fixtures import Constant, Threshold, pixel, pixel_for
 from scipy.stats import binom, norm
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dmae.acceleration import resolve_precision, use_compile
 from dmae.certify import (
     ABSTAIN,
     CohenCertifier,
@@ -24,7 +25,6 @@ from dmae.certify import (
     lower_confidence_bound,
     upper_confidence_bound,
 )
-from dmae.certify.smooth import resolve_compile, resolve_precision
 
 
 def test_radius_ceiling_matches_the_paper():
@@ -197,10 +197,10 @@ def test_runtime_amp_and_compile_resolve_as_for_training():
         resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="runtime.amp: 'tf32'"):
         resolve_precision("tf32", "cpu")
-    assert [resolve_compile(c, "cpu") for c in ("auto", True, False)] == [False, True, False]
-    assert resolve_compile("auto", "cuda") is True  # a device name; no GPU needed
+    assert [use_compile(c, "cpu") for c in ("auto", True, False)] == [False, True, False]
+    assert use_compile("auto", "cuda") is True  # a device name; no GPU needed
     with pytest.raises(ValueError, match="runtime.compile"):
-        resolve_compile("yes", "cpu")
+        use_compile("yes", "cpu")
 
 
 class DtypeOf(torch.nn.Module):

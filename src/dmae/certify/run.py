@@ -227,7 +227,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     n and alpha (e.g. the adaptive method's ``radii``). The model is moved to ``device``
     (default: CUDA when available) and put in eval mode. ``amp`` and ``compile`` take the values of
     ``runtime.amp`` and ``runtime.compile``: amp "auto" is fp32 on the CPU and bf16 on CUDA
-    (``dmae.precision.resolve_precision``), compile "auto" compiles on CUDA only.
+    (``dmae.acceleration.resolve_precision``), compile "auto" compiles on CUDA only.
 
     Returns a :class:`CertifyStatus`; the TSV at ``out_tsv`` exists only once complete. While
     another process certifies into ``out_tsv`` this raises RuntimeError and writes nothing.

@@ -17,7 +17,6 @@ costs one device-to-host transfer, not one per batch.
 from __future__ import annotations
 
 import abc
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 
-from dmae.precision import PRECISIONS, resolve_precision
+from dmae.acceleration import PRECISIONS, autocast, resolve_precision, use_compile
 
 ABSTAIN = -1
 DEFAULT_NOISE_CHUNK = 32
@@ -187,24 +186,6 @@ class Prediction:
     n_used: int
 
 
-# The precisions a certification can run its base classifier at, as recorded in its metadata.
-def resolve_compile(setting: bool | str, device: torch.device | str) -> bool:
-    """Whether ``setting`` (``runtime.compile``: true, false or "auto" = on CUDA only)
-    compiles the base classifier on ``device``."""
-    if setting not in (True, False, "auto"):
-        raise ValueError(f"runtime.compile: {setting!r}; expected true, false or 'auto'")
-    return setting is True or (setting == "auto" and torch.device(device).type == "cuda")
-
-
-def inference_autocast(device: torch.device, precision: str | None = None):
-    """Autocast for the base classifier at ``precision`` (default: what "auto" resolves to on
-    ``device``); fp32 is no autocast context at all."""
-    precision = precision or resolve_precision("auto", device)
-    if PRECISIONS[precision] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=PRECISIONS[precision])
-
-
 class Votes(torch.nn.Module):
     """The base classifier's predicted class of every image of a batch: the part of the
     sampling loop ``torch.compile`` gets, so the argmax can fuse into the head."""
@@ -222,7 +203,7 @@ class Certifier(abc.ABC):
 
     A subclass implements CERTIFY and PREDICT with sampling settings it checks once, when
     built, and is registered in ``dmae.certify.methods.certifiers``. Noisy copies go through
-    f ``batch_size`` at a time under ``torch.inference_mode`` and ``inference_autocast`` at
+    f ``batch_size`` at a time under ``torch.inference_mode`` and ``autocast`` at
     the precision ``amp`` resolves to (``self.precision``), through ``torch.compile`` when
     ``compile`` resolves to true (``self.compiled``); class counts are tallied on the device.
     The model is put in eval mode.
@@ -245,7 +226,7 @@ class Certifier(abc.ABC):
         self.batch_size = batch_size
         self.noise_chunk = noise_chunk
         self.precision = resolve_precision(amp, self.device)
-        self.compiled = resolve_compile(compile, self.device)
+        self.compiled = use_compile(compile, self.device)
         votes = Votes(self.base_classifier)
         # Compiled lazily, once per certifier: a second batch size (n0's, a last partial
         # batch) recompiles once into a dynamic-shape graph that serves every later size.
@@ -289,7 +270,7 @@ class Certifier(abc.ABC):
     def count_from(self, stream: NoiseStream, x: torch.Tensor, num: int) -> torch.Tensor:
         """Class counts of f over the next ``num`` samples of ``stream`` added to x."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        with torch.inference_mode(), inference_autocast(self.device, self.precision):
+        with torch.inference_mode(), autocast(self.device, PRECISIONS[self.precision]):
             remaining = num
             while remaining > 0:
                 size = min(self.batch_size, remaining)

@@ -34,9 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from dmae.acceleration import amp_dtype, autocast, grad_scaler, use_compile
 from dmae.checkpoint import checkpoint_exists, copy_checkpoint, load_into, save_checkpoint
 from dmae.models.common import add_gaussian_noise
-from dmae.precision import PRECISIONS, resolve_precision
 from dmae.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -107,30 +107,6 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, hp: Trai
 
 # ---------------------------------------------------------------------------- one training step
 # Public so that benchmarks/train_throughput.py times exactly the engine's step.
-
-
-def amp_dtype(hp: TrainHParams, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``hp.amp`` on ``device``; None for fp32.
-
-    "auto" is bf16 on CUDA (fp16 before compute capability 8) and fp32 elsewhere
-    (``dmae.precision.resolve_precision``).
-    """
-    return PRECISIONS[resolve_precision(hp.amp, device)]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast to ``dtype`` (from ``amp_dtype``) on ``device``; off when ``dtype`` is None."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
-    """Loss scaling, enabled for fp16 only (a disabled scaler passes everything through)."""
-    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-
-def use_compile(hp: TrainHParams, device: torch.device) -> bool:
-    """Whether ``hp.compile`` ("auto": on CUDA only) asks for ``torch.compile``."""
-    return hp.compile is True or (hp.compile == "auto" and device.type == "cuda")
 
 
 def build_mixup(hp: TrainHParams, model: torch.nn.Module):
@@ -220,7 +196,7 @@ class _Run:
         self.progress = progress and ctx.is_main
         self.device = ctx.device
         self.raw = model.to(self.device)
-        self.amp_dtype = amp_dtype(hp, self.device)
+        self.amp_dtype = amp_dtype(hp.amp, self.device)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
 
         self.optimizer = build_optimizer(self.raw, hp)
@@ -230,7 +206,7 @@ class _Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.raw, device_ids=ids)
         self.eval_net: torch.nn.Module = self.raw
-        if use_compile(hp, self.device):
+        if use_compile(hp.compile, self.device):
             self.net, self.eval_net = torch.compile(self.net), torch.compile(self.raw)
         self.mixup = build_mixup(hp, self.raw)
 

@@ -1,4 +1,5 @@
-"""What ``runtime.amp`` means on a device, for training and certification alike."""
+"""What ``runtime.amp`` and ``runtime.compile`` mean on a device, for training and
+certification alike."""
 
 from __future__ import annotations
 
@@ -29,3 +30,26 @@ def resolve_precision(amp: str, device: torch.device | str) -> str:
         # yes to the slow emulation on a V100 or T4, where fp16 is the fast choice.
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return amp
+
+
+def amp_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype ``amp`` means on ``device``; None for fp32."""
+    return PRECISIONS[resolve_precision(amp, device)]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; off when ``dtype`` is None (fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device | str, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling, enabled for fp16 only (a disabled scaler passes everything through)."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
+
+
+def use_compile(setting: bool | str, device: torch.device | str) -> bool:
+    """Whether ``setting`` (``runtime.compile``: true, false or "auto" = on CUDA only) asks
+    for ``torch.compile`` on ``device``."""
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"runtime.compile: {setting!r}; expected true, false or 'auto'")
+    return setting is True or (setting == "auto" and torch.device(device).type == "cuda")
