@@ -308,46 +308,46 @@ class Job:
 
 def build_jobs(cfg: dict, measured: dict, startup: float, report_startup: float,
                prepare_s: float, dag_s: float, cpu: bool = False) -> list[Job]:
-    """Every job of the workflow for ``cfg`` with its projected duration and dependencies.
+    """Every job of the workflow for ``cfg`` (``dmae.pipeline.jobs``) with its projected
+    duration and the jobs whose outputs it reads.
 
     ``cpu``: durations scaled to the probes' CPU time (single-threaded probes only)."""
     from dmae import config as cfglib
+    from dmae import pipeline
+
+    def seconds(rule: str, job: dict) -> float:
+        probes = measured["models"].get(job.get("model"), [])
+        if rule == "prepare_data":
+            return dag_s + startup + prepare_s
+        if rule == "pretrain":
+            probe = next(p for p in probes if p["kind"] == "pretrain"
+                         and p["name"] == job["pretraining"])
+            return startup + _train_seconds(probe, cpu)
+        if rule == "finetune":
+            # the fine-tuning probe of this kind of step (consistency or not, probe or not)
+            probe = next(p for p in probes if p["kind"] == "finetune"
+                         and _step_kind(cfg, p["name"]) == _step_kind(cfg, job["method"]))
+            _, hp = cfglib.finetune_settings(cfg, job["model"], job["method"],
+                                             float(job["sigma"]))
+            probe = dict(probe, epochs=hp["epochs"], eval_every=hp.get("eval_every", 1))
+            return startup + _train_seconds(probe, cpu)
+        if rule == "certify_shard":
+            cert = next(p for p in probes if p["kind"] == "certify")
+            per_shard = -(-cert["images_total"] // cfg["certify"]["shards"])
+            return startup + per_shard * cert["s_per_image"] * (_cpu_ratio(cert) if cpu else 1)
+        if rule == "merge_certify":
+            return startup
+        return report_startup + (1.0 if rule == "reconstructions" else 2.0)
 
     jobs: list[Job] = []
-
-    def add(name: str, seconds: float, deps: list[str] | None = None) -> None:
-        jobs.append(Job(len(jobs), name, seconds, deps or []))
-
-    add("snakemake DAG + prepare", dag_s + startup + prepare_s)
-    for model, probes in measured["models"].items():
-        pre = {p["name"]: p for p in probes if p["kind"] == "pretrain"}
-        cert = next(p for p in probes if p["kind"] == "certify")
-        # the fine-tuning probe of each kind of step (consistency or not, probe or not)
-        ft = {_step_kind(cfg, p["name"]): p for p in probes if p["kind"] == "finetune"}
-        for name, p in pre.items():
-            add(f"pretrain {model}/{name}", startup + _train_seconds(p, cpu),
-                ["snakemake DAG + prepare"])
-            add(f"reconstruct {model}/{name}", report_startup + 1.0, [f"pretrain {model}/{name}"])
-        for method, spec in cfg["methods"].items():
-            for sigma in cfg["sigmas"]:
-                _, hp = cfglib.finetune_settings(cfg, model, method, float(sigma))
-                p = dict(ft[_step_kind(cfg, method)], epochs=hp["epochs"],
-                         eval_every=hp.get("eval_every", 1))
-                deps = ["snakemake DAG + prepare"]
-                if spec["pretraining"] is not None:
-                    deps = [f"pretrain {model}/{spec['pretraining']}"]
-                run = f"{model}/{method}/{sigma}"
-                add(f"finetune {run}", startup + _train_seconds(p, cpu), deps)
-                shards = cert["shards"]
-                per_shard = -(-cert["images_total"] // shards)
-                per_image = cert["s_per_image"] * (_cpu_ratio(cert) if cpu else 1.0)
-                for s in range(shards):
-                    add(f"certify {run} shard {s}", startup + per_shard * per_image,
-                        [f"finetune {run}"])
-                add(f"merge {run}", startup,
-                    [f"certify {run} shard {s}" for s in range(shards)])
-    add("report", report_startup + 2.0,
-        [j.name for j in jobs if j.name.startswith("merge ")])
+    made_by: dict[Path, str] = {}
+    for rule, job in pipeline.jobs(cfg):
+        name = " ".join([rule, *job.values()])
+        for path in pipeline.files(pipeline.outputs(cfg, rule, **job)):
+            made_by[path] = name
+        reads = pipeline.files(pipeline.inputs(cfg, rule, **job))
+        deps = list(dict.fromkeys(made_by[path] for path in reads if path in made_by))
+        jobs.append(Job(len(jobs), name, seconds(rule, job), deps))
     return jobs
 
 

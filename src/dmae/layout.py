@@ -11,9 +11,20 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from dmae.config import sigma_key
+
+# The names of the files inside a run's folders, spelled here only.
+MANIFEST = "manifest.json"  # a prepared dataset's (dmae.data.prepare)
+CHECKPOINT_FORMATS = ("safetensors", "json")  # a checkpoint stem's weights and metadata
+BEST, LAST = "best", "last"  # a training's checkpoint stems
+KEPT_BEST = "resume-best-{epoch}"  # the best.* that resume.pt's epoch had, kept beside it
+RESUME = "resume.pt"  # optimizer, RNG and progress of an unfinished training
+METRICS_CSV = "metrics.csv"  # one row per epoch of what a training learned
+TIMING_CSV = "timing.csv"  # how long each epoch took (no rerun reproduces it)
+RUN_RECORD = "run.json"  # the settings, inputs and code a training ran with
 
 TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison", "base_classifiers")
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -28,27 +39,100 @@ CURVES = FIGURES
 CURVE_X, CURVE_Y = "radius", "certified accuracy %"
 
 
+# Every artifact path, as a pattern with named fields. The workflow leaves a job's fields
+# ({model}, {method}, {pretraining}, {sigma}, {shard}) open as Snakemake wildcards; the
+# library fills them in. {results}, {data}, {dataset}, {certified} and {shards} come from
+# the config (``_config_fields``).
+PATTERNS = {
+    "prepared": "{data}/prepared/{dataset}",
+    "manifest": "{data}/prepared/{dataset}/" + MANIFEST,
+    "pretrain_dir": "{results}/pretrain/{model}/{pretraining}",
+    "pretrained": "{results}/pretrain/{model}/{pretraining}/{stem}.{format}",
+    "finetune_dir": "{results}/finetune/{model}/{method}/sigma_{sigma}",
+    "finetuned": "{results}/finetune/{model}/{method}/sigma_{sigma}/{stem}.{format}",
+    "finetune_metrics": "{results}/finetune/{model}/{method}/sigma_{sigma}/" + METRICS_CSV,
+    "certified": "{certified}/{model}/{method}/sigma_{sigma}.tsv",
+    "certified_shard": "{certified}/{model}/{method}/sigma_{sigma}/shard_{shard}-of-{shards}.tsv",
+    "reconstructions": "{results}/figures/reconstructions_{model}-{pretraining}.png",
+    "log": "{results}/logs/{job}.log",
+    "benchmark": "{results}/benchmarks/{job}.tsv",
+}
+# Each rule's jobs' log and benchmark names ({job} above), by rule.
+JOB_RECORDS = {
+    "prepare_data": "prepare_{dataset}",
+    "pretrain": "pretrain/{model}_{pretraining}",
+    "reconstructions": "reconstructions/{model}_{pretraining}",
+    "finetune": "finetune/{model}_{method}_sigma_{sigma}",
+    "certify_shard": "{certify_kind}/{model}_{method}_sigma_{sigma}_shard_{shard}",
+    "merge_certify": "{certify_kind}/{model}_{method}_sigma_{sigma}_merge",
+    "report": "report",
+}
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _config_fields(cfg: dict) -> dict[str, str]:
+    return {"results": str(results_dir(cfg)), "data": cfg["paths"]["data"],
+            "dataset": cfg["dataset"]["name"], "certified": str(certify_dir(cfg)),
+            "certify_kind": certify_dir(cfg).name, "shards": str(cfg["certify"]["shards"])}
+
+
+def fill(template: str, **fields) -> str:
+    """``template`` with the given fields filled in and every other ``{field}`` left open."""
+    return _FIELD.sub(lambda m: str(fields[m[1]]) if m[1] in fields else m[0], template)
+
+
+def pattern(cfg: dict, name: str, **fields) -> str:
+    """The path ``PATTERNS[name]`` of ``cfg``, with ``fields`` filled in (a sigma in its
+    file-name form, ``sigma_key``) and the job's other fields left open."""
+    if "sigma" in fields:
+        fields["sigma"] = sigma_key(fields["sigma"])
+    return fill(PATTERNS[name], **_config_fields(cfg), **fields)
+
+
+def path(cfg: dict, name: str, **fields) -> Path:
+    """``pattern`` with every field given; an open one is an error naming it."""
+    text = pattern(cfg, name, **fields)
+    if missing := _FIELD.findall(text):
+        raise KeyError(f"layout {name!r}: no value for {', '.join(missing)}")
+    return Path(text)
+
+
+def job_record(cfg: dict, kind: str, rule: str, **fields) -> str:
+    """The log (``kind`` "log") or benchmark ("benchmark") of a job of ``rule``."""
+    return pattern(cfg, kind, job=fill(JOB_RECORDS[rule], **_config_fields(cfg)), **fields)
+
+
+def checkpoint_files(stem: str | os.PathLike) -> list[Path]:
+    """The files of the checkpoint ``stem`` (weights, then metadata; dmae.checkpoint)."""
+    return [Path(f"{stem}.{format}") for format in CHECKPOINT_FORMATS]
+
+
 def results_dir(cfg: dict) -> Path:
     return Path(cfg["paths"]["results"]) / cfg["name"]
 
 
 def prepared_dir(cfg: dict) -> Path:
-    return Path(cfg["paths"]["data"]) / "prepared" / cfg["dataset"]["name"]
+    return path(cfg, "prepared")
+
+
+def manifest(cfg: dict) -> Path:
+    return path(cfg, "manifest")
 
 
 def pretrain_dir(cfg: dict, model: str, pretraining: str) -> Path:
-    return results_dir(cfg) / "pretrain" / model / pretraining
+    return path(cfg, "pretrain_dir", model=model, pretraining=pretraining)
 
 
 # The pretrain rule writes PRETRAINED; `dmae import-checkpoint` writes IMPORTED beside it. No
 # rule produces IMPORTED, so Snakemake never plans a job over it, whatever the file times.
-PRETRAINED = "last"
+PRETRAINED = LAST
 IMPORTED = "imported"
 
 
 def pretrain_checkpoint(cfg: dict, model: str, pretraining: str) -> Path:
     """The weights the pretrain rule writes for (model, pretraining)."""
-    return pretrain_dir(cfg, model, pretraining) / f"{PRETRAINED}.safetensors"
+    return path(cfg, "pretrained", model=model, pretraining=pretraining, stem=PRETRAINED,
+                format=CHECKPOINT_FORMATS[0])
 
 
 def imported_stem(cfg: dict, model: str, pretraining: str) -> Path:
@@ -61,8 +145,9 @@ def pretrained_weights(checkpoint: str | os.PathLike) -> Path:
     of this run or, as a recipe's ``init``, of another): the imported file beside it when it
     exists, else ``checkpoint`` itself (any other path too)."""
     checkpoint = Path(checkpoint)
-    imported = checkpoint.with_name(f"{IMPORTED}.safetensors")
-    if checkpoint.name == f"{PRETRAINED}.safetensors" and imported.is_file():
+    weights = f"{PRETRAINED}.{CHECKPOINT_FORMATS[0]}"
+    imported = checkpoint.with_name(f"{IMPORTED}.{CHECKPOINT_FORMATS[0]}")
+    if checkpoint.name == weights and imported.is_file():
         return imported
     return checkpoint
 
@@ -71,13 +156,21 @@ def pretrain_origin(checkpoint: str | os.PathLike) -> tuple[str, str, str] | Non
     """(run name, model, pretraining) of a path laid out as a pretrain rule's checkpoint,
     ``<results>/<name>/pretrain/<model>/<pretraining>/last.safetensors``; else None."""
     parts = Path(checkpoint).parts
-    if len(parts) >= 5 and parts[-4] == "pretrain" and parts[-1] == f"{PRETRAINED}.safetensors":
+    weights = f"{PRETRAINED}.{CHECKPOINT_FORMATS[0]}"
+    if len(parts) >= 5 and parts[-4] == "pretrain" and parts[-1] == weights:
         return parts[-5], parts[-3], parts[-2]
     return None
 
 
 def finetune_dir(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
-    return results_dir(cfg) / "finetune" / model / method / f"sigma_{sigma_key(sigma)}"
+    return path(cfg, "finetune_dir", model=model, method=method, sigma=sigma)
+
+
+def finetuned(cfg: dict, model: str, method: str, sigma: float | str,
+              format: str = CHECKPOINT_FORMATS[0]) -> Path:
+    """The checkpoint (``format``: its weights or metadata) that certification reads."""
+    return path(cfg, "finetuned", model=model, method=method, sigma=sigma,
+                stem=cfg["certify"]["checkpoint"], format=format)
 
 
 def certify_dir(cfg: dict) -> Path:
@@ -89,13 +182,11 @@ def certify_dir(cfg: dict) -> Path:
 
 
 def certify_tsv(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
-    return certify_dir(cfg) / model / method / f"sigma_{sigma_key(sigma)}.tsv"
+    return path(cfg, "certified", model=model, method=method, sigma=sigma)
 
 
 def certify_shard_tsv(cfg: dict, model: str, method: str, sigma: float | str, shard: int) -> Path:
-    shards = cfg["certify"]["shards"]
-    folder = certify_tsv(cfg, model, method, sigma).with_suffix("")
-    return folder / f"shard_{shard}-of-{shards}.tsv"
+    return path(cfg, "certified_shard", model=model, method=method, sigma=sigma, shard=shard)
 
 
 def partial_path(out_tsv: str | os.PathLike) -> Path:
@@ -157,7 +248,7 @@ def figure_paths(cfg: dict) -> list[Path]:
 
 
 def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:
-    return results_dir(cfg) / "figures" / f"reconstructions_{model}-{pretraining}.png"
+    return path(cfg, "reconstructions", model=model, pretraining=pretraining)
 
 
 def reference_hashes(cfg: dict, vendor: str) -> Path:

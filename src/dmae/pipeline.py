@@ -10,6 +10,7 @@ dmae.code_identity), one of the config settings it reads (``settings``; ``{model
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,55 @@ def processes_of(group: str) -> tuple[str, ...]:
     return (f"resources.{group}.processes", f"resources.{group}.gpus")
 
 
+Job = dict[str, str]  # a job's wildcards: model, method, pretraining, sigma, shard
+
+
+def _one(cfg: dict) -> list[Job]:
+    return [{}]
+
+
+def _pretrainings(cfg: dict) -> list[Job]:
+    return [{"model": model, "pretraining": pre} for model, pre in layout.used_pretrainings(cfg)]
+
+
+def _runs(cfg: dict) -> list[Job]:
+    return [{"model": model, "method": method, "sigma": sigma}
+            for model, method, sigma in layout.runs(cfg)]
+
+
+def _shards(cfg: dict) -> list[Job]:
+    return [{**run, "shard": str(shard)}
+            for run in _runs(cfg) for shard in range(cfg["certify"]["shards"])]
+
+
+def _pretrain_inputs(cfg: dict, model: str, pretraining: str) -> dict:
+    init = cfg["pretrainings"][pretraining]["init"]
+    return {"manifest": layout.manifest(cfg), "init": [Path(init)] if init else []}
+
+
+def _finetune_inputs(cfg: dict, model: str, method: str, sigma: str) -> dict:
+    pre = cfg["methods"][method]["pretraining"]
+    return {"manifest": layout.manifest(cfg),
+            "pretrained": [layout.pretrain_checkpoint(cfg, model, pre)] if pre else []}
+
+
+def _report_inputs(cfg: dict) -> dict:
+    # Every certification, and the checkpoint metadata of each (base classifier accuracy)
+    return {"tsvs": [layout.certify_tsv(cfg, *run) for run in layout.runs(cfg)],
+            "checkpoints": [layout.finetuned(cfg, *run, format="json")
+                            for run in layout.runs(cfg)]}
+
+
+def _report_outputs(cfg: dict) -> dict:
+    return {"tables": [str(p) for p in layout.table_paths(cfg)],
+            "figures": [str(p) for p in layout.figure_paths(cfg)]}
+
+
+def _checkpoint(cfg: dict, name: str, stem: str, **fields) -> dict:
+    return {kind: layout.pattern(cfg, name, stem=stem, format=format, **fields)
+            for kind, format in zip(("weights", "meta"), layout.CHECKPOINT_FORMATS, strict=True)}
+
+
 @dataclass(frozen=True)
 class Rule:
     # Snakemake's shell command: `dmae <subcommand> ...` (`{params.launcher}`: dmae, or
@@ -33,41 +83,92 @@ class Rule:
     command: str
     settings: tuple[str, ...]  # dotted config keys
     resources: str  # the resources.<group> its jobs ask for
-    rule_file: str  # under workflow/rules/
+    stage: str  # the DVC stage its jobs belong to (a stage runs a job and what it needs)
+    jobs: Callable[[dict], list[Job]]  # every job of a config
+    # What a job reads: name -> a path or list of paths (wildcards filled in)
+    inputs: Callable[..., dict]
+    # What its jobs write: name -> a layout pattern (or list), wildcards left open
+    outputs: Callable[[dict], dict]
+    in_git: bool = False  # its outputs are small and committed, not cached by DVC
 
 
 RULES = {
     # The config file is not a parameter here: the prepared data is shared by every config
     # with the same dataset settings (common.smk: DMAE_CONFIG).
-    "prepare_data": Rule('dmae prepare --config "$DMAE_CONFIG" 2> {log}',
-                         ("dataset",), "prepare", "data.smk"),
-    "pretrain": Rule("{params.launcher} pretrain --config {params.config} --model"
-                     " {wildcards.model} --pretraining {wildcards.pretraining}"
-                     " --out {params.outdir} --threads {threads} 2> {log}",
-                     ("models.{model}", "pretrainings.{pretraining}", "pretrain",
-                      *RUNTIME_TRAIN, *processes_of("pretrain")),
-                     "pretrain", "pretrain.smk"),
-    "reconstructions": Rule("dmae reconstruct --config {params.config} --checkpoint"
-                            " {input.weights} --out {output} --threads {threads} 2> {log}",
-                            ("runtime.seed", "runtime.cpu_isa"), "report", "pretrain.smk"),
-    "finetune": Rule("{params.launcher} finetune --config {params.config} --model"
-                     " {wildcards.model} --method {wildcards.method} --sigma {wildcards.sigma}"
-                     " {params.pretrained} --out {params.outdir} --threads {threads} 2> {log}",
-                     ("models.{model}", "methods.{method}", "finetune",
-                      "finetune_per_sigma.{sigma}", *RUNTIME_TRAIN, *processes_of("finetune")),
-                     "finetune", "finetune.smk"),
-    "certify_shard": Rule("dmae certify --config {params.config} --checkpoint {input.weights}"
-                          " --sigma {wildcards.sigma} --shard {wildcards.shard}/{params.shards}"
-                          " --out {output} --threads {threads} 2> {log}",
-                          # not runtime.compile: the same computation, faster or not
-                          ("certify", "runtime.amp", "runtime.cpu_isa"),
-                          "certify", "certify.smk"),
-    "merge_certify": Rule("dmae merge-certify --config {params.config} --out {output}"
-                          " {input.shards} 2> {log}",
-                          ("certify",), "report", "certify.smk"),
-    "report": Rule("dmae report --config {params.config} 2> {log}",
-                   ("report", "methods", "certify", "dataset.name"), "report", "report.smk"),
+    "prepare_data": Rule(
+        'dmae prepare --config "$DMAE_CONFIG" 2> {log}',
+        ("dataset",), "prepare", "prepare", _one, lambda cfg: {},
+        lambda cfg: {"manifest": layout.pattern(cfg, "manifest")}),
+    "pretrain": Rule(
+        "{params.launcher} pretrain --config {params.config} --model {wildcards.model}"
+        " --pretraining {wildcards.pretraining} --out {params.outdir} --threads {threads}"
+        " 2> {log}",
+        ("models.{model}", "pretrainings.{pretraining}", "pretrain", *RUNTIME_TRAIN,
+         *processes_of("pretrain")),
+        "pretrain", "pretrain", _pretrainings, _pretrain_inputs,
+        lambda cfg: _checkpoint(cfg, "pretrained", layout.PRETRAINED)),
+    "reconstructions": Rule(
+        "dmae reconstruct --config {params.config} --checkpoint {input.weights} --out"
+        " {output} --threads {threads} 2> {log}",
+        ("runtime.seed", "runtime.cpu_isa"), "report", "reconstructions", _pretrainings,
+        lambda cfg, model, pretraining: {
+            "weights": layout.pretrain_checkpoint(cfg, model, pretraining),
+            "manifest": layout.manifest(cfg)},
+        lambda cfg: {"figure": layout.pattern(cfg, "reconstructions")}, in_git=True),
+    "finetune": Rule(
+        "{params.launcher} finetune --config {params.config} --model {wildcards.model}"
+        " --method {wildcards.method} --sigma {wildcards.sigma} {params.pretrained} --out"
+        " {params.outdir} --threads {threads} 2> {log}",
+        ("models.{model}", "methods.{method}", "finetune", "finetune_per_sigma.{sigma}",
+         *RUNTIME_TRAIN, *processes_of("finetune")),
+        "finetune", "finetune", _runs, _finetune_inputs,
+        lambda cfg: {**_checkpoint(cfg, "finetuned", cfg["certify"]["checkpoint"]),
+                     "metrics": layout.pattern(cfg, "finetune_metrics")}),
+    "certify_shard": Rule(
+        "dmae certify --config {params.config} --checkpoint {input.weights} --sigma"
+        " {wildcards.sigma} --shard {wildcards.shard}/{params.shards} --out {output} --threads"
+        " {threads} 2> {log}",
+        # not runtime.compile: the same computation, faster or not
+        ("certify", "runtime.amp", "runtime.cpu_isa"), "certify", "certify", _shards,
+        lambda cfg, model, method, sigma, shard: {
+            "weights": layout.finetuned(cfg, model, method, sigma),
+            "manifest": layout.manifest(cfg)},
+        lambda cfg: {"tsv": layout.pattern(cfg, "certified_shard")}),
+    "merge_certify": Rule(
+        "dmae merge-certify --config {params.config} --out {output} {input.shards} 2> {log}",
+        ("certify",), "report", "certify", _runs,
+        lambda cfg, model, method, sigma: {"shards": [
+            layout.certify_shard_tsv(cfg, model, method, sigma, shard)
+            for shard in range(cfg["certify"]["shards"])]},
+        lambda cfg: {"tsv": layout.pattern(cfg, "certified")}),
+    "report": Rule(
+        "dmae report --config {params.config} 2> {log}",
+        ("report", "methods", "certify", "dataset.name"), "report", "report", _one,
+        _report_inputs, _report_outputs, in_git=True),
 }
+
+
+def jobs(cfg: dict) -> list[tuple[str, Job]]:
+    """Every job of the workflow for ``cfg`` as (rule, wildcards), in the order of the work."""
+    return [(rule, job) for rule, spec in RULES.items() for job in spec.jobs(cfg)]
+
+
+def outputs(cfg: dict, rule: str, **job: str) -> dict:
+    """What the job ``job`` of ``rule`` writes: name -> path or list of paths."""
+    def filled(value):
+        return [filled(v) for v in value] if isinstance(value, list) else Path(
+            layout.fill(value, **job))
+    return {name: filled(value) for name, value in RULES[rule].outputs(cfg).items()}
+
+
+def inputs(cfg: dict, rule: str, **job: str) -> dict:
+    """What the job ``job`` of ``rule`` reads: name -> path or list of paths."""
+    return RULES[rule].inputs(cfg, **job)
+
+
+def files(named: dict) -> list[Path]:
+    """The paths of an ``inputs`` or ``outputs`` mapping, in order."""
+    return [p for value in named.values() for p in (value if isinstance(value, list) else [value])]
 
 
 def code_digests(src: Path = code_identity.SRC) -> dict:

@@ -4,6 +4,7 @@
 # dmae.pipeline.RULES, which the dvc.yaml generator reads too.
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -28,20 +29,6 @@ os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.get
 os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 RESULTS = str(layout.results_dir(config))
-CERTIFIED = str(layout.certify_dir(config))  # one folder per certify.method
-CERTIFY_KIND = layout.certify_dir(config).name  # its logs' and benchmarks' folder
-LOGS = f"{RESULTS}/logs"
-BENCH = f"{RESULTS}/benchmarks"
-DATASET = config["dataset"]["name"]
-PREPARED_MANIFEST = str(layout.prepared_dir(config) / "manifest.json")
-
-MODELS = list(config["models"])
-METHODS = list(config["methods"])
-SIGMAS = [dmae_config.sigma_key(s) for s in config["sigmas"]]
-SHARDS = config["certify"]["shards"]
-CKPT = config["certify"]["checkpoint"]
-
-
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
 # It is a parameter, not an input, so rules rerun on the settings they read (their `settings`
 # param), not on any edit of the file. Written when a run starts (after Snakemake has locked
@@ -124,15 +111,6 @@ onerror:
     remember_dvc_outputs()
 
 
-def code(rule):
-    return CODE_IDENTITY["rules"][rule]
-
-
-def command(rule):
-    """The rule's shell command, from dmae.pipeline.RULES (its digest covers it)."""
-    return pipeline.RULES[rule].command
-
-
 def settings(rule):
     """A parameter holding the settings a job reads, so a change to them reruns the job."""
     return lambda w: json.dumps(pipeline.settings(config, rule, **dict(w.items())),
@@ -165,72 +143,96 @@ def launcher(rule):
     return of_job
 
 
-def pretraining_of(method):
-    return config["methods"][method]["pretraining"]
+def inputs_of(rule):
+    """A job's inputs (dmae.pipeline), where a pretrained checkpoint is the one
+    `dmae import-checkpoint` wrote beside it when there is one: no rule makes that file, so
+    it replaces pretraining while it exists (dmae.layout.pretrained_weights)."""
+
+    def of_job(wildcards):
+        named = pipeline.inputs(config, rule, **wildcards)
+        for init in named.get("init", []):
+            check_init(wildcards.pretraining, init)
+        return {
+            name: [str(layout.pretrained_weights(p)) for p in paths]
+            if isinstance(paths, list)
+            else str(layout.pretrained_weights(paths))
+            for name, paths in named.items()
+        }
+
+    return of_job
 
 
-def pretrained_weights(model, pretraining):
-    """The pretrained checkpoint of (model, pretraining): the pretrain rule's, or the one
-    `dmae import-checkpoint` wrote beside it, which no rule makes and so replaces pretraining
-    while it exists (dmae.layout.pretrained_weights)."""
-    return str(layout.pretrained_weights(layout.pretrain_checkpoint(config, model, pretraining)))
-
-
-def pretrained_input(wildcards):
-    """The pretrained checkpoint a fine-tuning starts from (none for RS)."""
-    pre = pretraining_of(wildcards.method)
-    if pre is None:
-        return []
-    return [pretrained_weights(wildcards.model, pre)]
-
-
-def pretrain_init(wildcards):
-    """The checkpoint a pretraining recipe starts from (e.g. ImageNet DMAE for CIFAR-10), or
-    the checkpoint imported beside it. One of another run's that is not there stops the run
-    here, saying how to make it: no rule of this config can."""
-    init = config["pretrainings"][wildcards.pretraining]["init"]
-    if not init:
-        return []
-    weights = layout.pretrained_weights(init)
+def check_init(pretraining, init):
+    """A pretraining's init (e.g. ImageNet DMAE for CIFAR-10) that another run makes and that
+    is not there, neither imported beside it, stops the run here, saying how to make it."""
     made_here = Path(os.path.abspath(init)).is_relative_to(os.path.abspath(RESULTS))
-    if not made_here and not weights.is_file():
+    if not made_here and not layout.pretrained_weights(init).is_file():
         from snakemake.exceptions import WorkflowError
 
-        raise WorkflowError(pipeline.missing_init_help(wildcards.pretraining, init, CONFIG_DIR))
-    return [str(weights)]
+        raise WorkflowError(pipeline.missing_init_help(pretraining, str(init), CONFIG_DIR))
 
 
 CONFIG_DIR = Path(workflow.current_basedir).parents[1] / "config"  # the repository's configs
+
+
+def outputs_of(rule):
+    """The rule's outputs (dmae.pipeline), tables and figures marked for `snakemake --report`."""
+    named = pipeline.RULES[rule].outputs(config)
+    return {name: reported(paths, name) if name in REPORTED else paths
+            for name, paths in named.items()}
+
+
+# The params a rule's command can name ({params.<name>}), each made for its rule. A rule has
+# those its command names, besides the `settings` and `code` of every rule: a change to any
+# of them reruns its jobs.
+PARAMS = {
+    "config": lambda rule: EFFECTIVE_CONFIG,
+    "pretrained": lambda rule: pretrained_arg,
+    "outdir": lambda rule: lambda wildcards, output: Path(output[0]).parent,
+    "launcher": launcher,
+    "shards": lambda rule: config["certify"]["shards"],
+}
 
 
 def pretrained_arg(wildcards, input):
     return f"--pretrained {input.pretrained[0]}" if input.pretrained else ""
 
 
-ALL_CERTIFICATIONS = [str(layout.certify_tsv(config, *run)) for run in layout.runs(config)]
-FINETUNE_METAS = [
-    str(layout.finetune_dir(config, *run) / f"{CKPT}.json") for run in layout.runs(config)
-]
-REPORT_TABLES = [str(p) for p in layout.table_paths(config)]
-REPORT_FIGURES = [str(p) for p in layout.figure_paths(config)]
-RECONSTRUCTION_FIGURES = [
-    str(layout.reconstruction_figure(config, model, pre))
-    for model, pre in layout.used_pretrainings(config)
-]
+def params_of(rule):
+    named = re.findall(r"\{params\.(\w+)\}", pipeline.RULES[rule].command)
+    made = {name: PARAMS[name](rule) for name in named}
+    return {**made, "settings": settings(rule), "code": CODE_IDENTITY["rules"][rule]}
+
+
+def log_of(rule, kind="log"):
+    return layout.job_record(config, kind, rule)
+
+
+def targets():
+    """What `snakemake` makes by default: the results committed with the repository (tables
+    and figures), and so everything they are made from."""
+    return [
+        str(path)
+        for rule, job in pipeline.jobs(config)
+        if pipeline.RULES[rule].in_git
+        for path in pipeline.files(pipeline.outputs(config, rule, **job))
+    ]
 
 
 CAPTIONS = Path(workflow.current_basedir).parent / "report"
+REPORTED = {"tables": "Tables", "figures": "Figures", "figure": "Figures"}  # output -> category
 
 
-def reported(paths, category):
+def reported(paths, name):
     """Mark CSV tables and PNG figures for `snakemake --report`, each with its caption."""
+    category = REPORTED[name]
     marked = []
-    for path in map(Path, paths):
+    for path in map(Path, paths if isinstance(paths, list) else [paths]):
         if path.suffix not in (".csv", ".png"):
             marked.append(str(path))
             continue
-        name = "reconstructions" if path.stem.startswith("reconstructions") else path.stem
-        name = "curves" if name.endswith("_curves") else name
-        caption = name if (CAPTIONS / f"{name}.rst").is_file() else "table"
+        caption = path.stem.split("_{")[0].removesuffix("_curves")
+        caption = "curves" if path.stem.endswith("_curves") else caption
+        caption = caption if (CAPTIONS / f"{caption}.rst").is_file() else "table"
         marked.append(report(str(path), caption=f"../report/{caption}.rst", category=category))
-    return marked
+    return marked if isinstance(paths, list) else marked[0]

@@ -100,82 +100,76 @@ def _sigma_name(sigma: str) -> str:
     return "sigma_" + sigma_key(sigma).replace(".", "_")  # DVC stage names take no "."
 
 
+def _stage_rules() -> dict[str, list[str]]:
+    """Each DVC stage kind and its rules, in the order of the work (dmae.pipeline.RULES)."""
+    kinds: dict[str, list[str]] = {}
+    for rule, spec in pipeline.RULES.items():
+        kinds.setdefault(spec.stage, []).append(rule)
+    return kinds
+
+
+def _dvc_paths(path: Path, kind: str) -> list[Path]:
+    """What DVC tracks for a workflow ``path``, a job's input (``kind`` "dep") or output: the
+    prepared data as its folder, a checkpoint read as its weights and metadata, a
+    certification written with its settings file."""
+    if path.name == layout.MANIFEST:
+        return [path.parent]
+    if kind == "dep" and path.suffix == f".{layout.CHECKPOINT_FORMATS[0]}":
+        return layout.checkpoint_files(path.with_suffix(""))
+    if kind == "out" and path.suffix == ".tsv":
+        return [path, meta_path(path)]
+    return [path]
+
+
 def dvc_stages(cfg: dict, configfile: str = DEFAULT_CONFIG, written: dict | None = None,
                wdir: str | None = None) -> dict:
     """The ``stages`` of dvc.yaml for ``cfg``, loaded from ``configfile`` (repo-relative);
     ``written`` is that file's own content (default: read from it); ``wdir``: the repository,
-    relative to the dvc.yaml's folder, when that is not the repository itself."""
+    relative to the dvc.yaml's folder, when that is not the repository itself.
+
+    A stage is one job of the last rule of its kind (dmae.pipeline.Rule.stage) with the jobs
+    of the kind's other rules that it needs (a certification and its shards)."""
     if written is None:
         written = yaml.safe_load(Path(configfile).read_text())
     stages: dict[str, dict] = {}
-    prepared = layout.prepared_dir(cfg)
-    manifest = prepared / "manifest.json"
-    ckpt = cfg["certify"]["checkpoint"]
-
-    def stage(rules: list[str], targets: list[Path | str], inputs=(), **job) -> dict:
-        return {"cmd": _cmd(configfile, [posix(t) for t in targets], rules),
+    for kind, rules in _stage_rules().items():
+        head = pipeline.RULES[rules[-1]]
+        for job in head.jobs(cfg):
+            members = [(rule, member) for rule in rules
+                       for member in pipeline.RULES[rule].jobs(cfg)
+                       if member.items() >= job.items()]
+            made = [path for rule, member in members
+                    for path in pipeline.files(pipeline.outputs(cfg, rule, **member))]
+            read = [path for rule, member in members
+                    for path in pipeline.files(pipeline.inputs(cfg, rule, **member))
+                    if path not in made]
+            head_outputs = list(pipeline.outputs(cfg, rules[-1], **job).values())
+            target = rules[-1] if isinstance(head_outputs[0], list) else head_outputs[0]
+            deps = list(dict.fromkeys(p for path in read for p in _dvc_paths(path, "dep")))
+            deps.sort(key=lambda path: path != layout.prepared_dir(cfg))  # the data first
+            outs = [p for path in made for p in _dvc_paths(path, "out")]
+            name = "-".join([kind, *(_sigma_name(value) if key == "sigma" else value
+                                     for key, value in job.items())])
+            stages[name] = {
+                "cmd": _cmd(configfile, [posix(target)], rules),
                 **({"wdir": wdir} if wdir else {}),
-                **({"deps": [posix(p) for p in inputs]} if inputs else {}),
-                "params": _params(cfg, configfile, written, rules, **job)}
-
-    stages["prepare"] = {**stage(["prepare_data"], [manifest]), "outs": [posix(prepared)]}
-
-    def pretrained(model: str, pretraining: str) -> list[Path]:
-        folder = layout.pretrain_dir(cfg, model, pretraining)
-        return [folder / "last.safetensors", folder / "last.json"]
-
-    for model, pre in layout.used_pretrainings(cfg):
-        init = cfg["pretrainings"][pre]["init"]
-        # A starting checkpoint is read as weights + JSON, as dmae.checkpoint names them.
-        init_files = [Path(init).with_suffix(s) for s in (".safetensors", ".json")] if init else []
-        weights, meta = pretrained(model, pre)
-        stages[f"pretrain-{model}-{pre}"] = {
-            **stage(["pretrain"], [weights], [prepared, *init_files], model=model,
-                    pretraining=pre),
-            "outs": [posix(weights), posix(meta)],
-        }
-    for model, pre in layout.used_pretrainings(cfg):
-        figure = layout.reconstruction_figure(cfg, model, pre)
-        stages[f"reconstructions-{model}-{pre}"] = {
-            **stage(["reconstructions"], [figure], [prepared, *pretrained(model, pre)]),
-            "plots": [{posix(figure): {"cache": False}}],
-        }
-
-    for model, method, sigma in layout.runs(cfg):
-        folder = layout.finetune_dir(cfg, model, method, sigma)
-        pre = cfg["methods"][method]["pretraining"]
-        outs = [folder / f"{ckpt}.safetensors", folder / f"{ckpt}.json", folder / "metrics.csv"]
-        stages[f"finetune-{model}-{method}-{_sigma_name(sigma)}"] = {
-            **stage(["finetune"], [outs[0]], [prepared, *(pretrained(model, pre) if pre else [])],
-                    model=model, method=method, sigma=sigma),
-            "outs": [posix(p) for p in outs],
-        }
-
-    for model, method, sigma in layout.runs(cfg):
-        folder = layout.finetune_dir(cfg, model, method, sigma)
-        tsv = layout.certify_tsv(cfg, model, method, sigma)
-        shards = [layout.certify_shard_tsv(cfg, model, method, sigma, i)
-                  for i in range(cfg["certify"]["shards"])]
-        outs = [p for t in [*shards, tsv] for p in (t, meta_path(t))]
-        stages[f"certify-{model}-{method}-{_sigma_name(sigma)}"] = {
-            **stage(["certify_shard", "merge_certify"], [tsv],
-                    [prepared, folder / f"{ckpt}.safetensors", folder / f"{ckpt}.json"]),
-            "outs": [posix(p) for p in outs],
-        }
-
-    report_inputs = []
-    for model, method, sigma in layout.runs(cfg):
-        tsv = layout.certify_tsv(cfg, model, method, sigma)
-        report_inputs += [tsv, layout.finetune_dir(cfg, model, method, sigma) / f"{ckpt}.json"]
-    files = [*layout.table_paths(cfg), *layout.figure_paths(cfg)]
-    stages["report"] = {
-        **stage(["report"], ["report"], report_inputs),
-        "outs": [{posix(p): {"cache": False}} for p in files if p.suffix not in (".png", ".json")],
-        "metrics": [{posix(p): {"cache": False}} for p in files if p.suffix == ".json"],
-        # Figures as plots: `dvc plots show` shows them; the CSV curves are top-level plots.
-        "plots": [{posix(p): {"cache": False}} for p in files if p.suffix == ".png"],
-    }
+                **({"deps": [posix(p) for p in deps]} if deps else {}),
+                "params": _params(cfg, configfile, written, rules, **job),
+                **(_committed(outs) if head.in_git else {"outs": [posix(p) for p in outs]}),
+            }
     return stages
+
+
+def _committed(files: list[Path]) -> dict:
+    """Outputs that stay in git (``cache: false``): PNG figures as plots (`dvc plots show`),
+    JSON as metrics, the rest (tables, their CSV curves: top-level plots, PDFs) as outs."""
+    def kind(path: Path) -> str:
+        return {".png": "plots", ".json": "metrics"}.get(path.suffix, "outs")
+
+    declared = {"outs": [], "metrics": [], "plots": []}
+    for path in files:
+        declared[kind(path)].append({posix(path): {"cache": False}})
+    return {key: value for key, value in declared.items() if value}
 
 
 def dvc_plots(cfg: dict, wdir: str | None = None) -> list[dict]:
@@ -192,7 +186,7 @@ def dvc_plots(cfg: dict, wdir: str | None = None) -> list[dict]:
                      + (" (circles: the paper)" if cfg["report"]["reference_dataset"] else ""),
             "x_label": "L2 radius", "y_label": "certified accuracy (%)"}})
     for model, method, sigma in layout.runs(cfg):
-        metrics = layout.finetune_dir(cfg, model, method, sigma) / "metrics.csv"
+        metrics = layout.path(cfg, "finetune_metrics", model=model, method=method, sigma=sigma)
         run = f"{model} {method} σ={sigma_key(sigma)}"
         plots.append({f"{cfg['name']}: fine-tuning {run}": {
             "x": "epoch", "y": {rel(metrics): list(TRAINING_CURVES)}, "template": "simple",
