@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from dmae import reproducibility
+from dmae import layout, reproducibility
 from dmae.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         dmae("prepare")
         dmae("pretrain", "--model", args.model, "--pretraining", pretraining, "--out", "pre")
         dmae("finetune", "--model", args.model, "--method", method, "--sigma",
-             str(cfg["sigmas"][0]), "--pretrained", "pre/last", "--out", "ft")
-        print(f"{'pretrained':12s} {sha256_file(work / 'pre' / 'last.safetensors')[:12]}")
-        print(f"{'fine-tuned':12s} {sha256_file(work / 'ft' / 'best.safetensors')[:12]}")
+             str(cfg["sigmas"][0]), "--pretrained", f"pre/{layout.LAST}", "--out", "ft")
+        for label, stem in (("pretrained", work / "pre" / layout.LAST),
+                            ("fine-tuned", work / "ft" / layout.BEST)):
+            print(f"{label:12s} {sha256_file(layout.checkpoint_files(stem)[0])[:12]}")
     return 0
 
 

@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     from dmae import layout
 
     cfg = cfglib.load(args.config)
-    if not (layout.prepared_dir(cfg) / "manifest.json").is_file():
+    if not layout.manifest(cfg).is_file():
         print(f"{layout.prepared_dir(cfg)}: not prepared; run `dmae prepare --config "
               f"{args.config}` first", file=sys.stderr)
         return 2
