@@ -10,12 +10,13 @@ build them:
   config, 2 by default; the consistency loss of ``dmae.train``),
 - fine-tuning with Gaussian noise only (RS / no consistency).
 
-Each step is the engine's, through its own functions (``dmae.train.engine``): the loss of
-``training_loss`` (noise on [0, 1] pixels, autocast as ``dmae.acceleration.amp_dtype`` resolves
-``runtime.amp`` on the device), backward through ``grad_scaler``, then ``optimizer_step`` at the
-MAE schedule's learning rate (``lr_at``): one AdamW step over ``dmae.train.build_optimizer``'s
-parameter groups (weight decay and layer-wise lr decay as configured), ``zero_grad``. Inputs are
-random [0, 1] tensors of the model's shape, so data loading is not included
+Each step is the engine's, through the pieces it runs itself: the loss of the run's
+objective (``dmae.train.objectives.objective_for``: noise on [0, 1] pixels, autocast as
+``dmae.acceleration.amp_dtype`` resolves ``runtime.amp`` on the device), backward through
+``grad_scaler``, then ``dmae.train.optim.optimizer_step`` at the MAE schedule's learning
+rate (``lr_at``): one AdamW step over ``dmae.train.build_optimizer``'s parameter groups
+(weight decay and layer-wise lr decay as configured), ``zero_grad``. Inputs are random
+[0, 1] tensors of the model's shape, so data loading is not included
 (``benchmarks/reproduce_budget.py`` times whole epochs on the real data). With CUDA present
 it also times the paper's ViT-B/16 at 224x224 under bf16 autocast (``--no-vit-b`` skips it).
 
@@ -47,10 +48,10 @@ import torch
 
 from dmae import config as cfglib
 from dmae.acceleration import amp_dtype, grad_scaler, use_compile
-from dmae.models import build_classifier, build_pretrain_model
+from dmae.models import PRETRAINING_KEYS, build_classifier, build_pretrain_model
 from dmae.train import TrainHParams, build_optimizer
-from dmae.train.engine import build_mixup, optimizer_step, training_loss
-from dmae.train.optim import lr_at, peak_lr
+from dmae.train.objectives import objective_for
+from dmae.train.optim import lr_at, optimizer_step, peak_lr
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "imagenet": 1000}
@@ -138,12 +139,12 @@ def train_step(model: torch.nn.Module, hp: TrainHParams, batch, device: torch.de
     params = [p for g in opt.param_groups for p in g["params"]]
     dtype = amp_dtype(hp.amp, device)
     scaler = grad_scaler(device, dtype)
-    mixup = build_mixup(hp, model)
+    objective = objective_for(hp, model)
     peak = peak_lr(hp)
     state = {"step": 0}
 
     def step() -> None:
-        loss = training_loss(net, batch, hp, device, dtype, mixup)
+        loss = objective.loss(net, batch, device, dtype)
         scaler.scale(loss).backward()
         optimizer_step(opt, scaler, lr_at(state["step"], 1000, 10, peak, hp.min_lr),
                        hp.clip_grad, params)
@@ -247,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     "sigma": 0.5, "consistency": {"enabled": True, "m": 2, "lambda": 2.0,
                                                   "eta": 0.5}}
         vb_clf = {**vit_b, "global_pool": "avg", "drop_path_rate": 0.1}
-        vb, vb_fused = bench_models("ViT-B/16 224 bf16", {**vit_b, "sigma": 0.25}, vb_pre_hp,
+        # the config's pretraining recipe (noise, masking, loss) on ViT-B/16
+        vb_pre = {**vit_b, **{key: pre_cfg[key] for key in PRETRAINING_KEYS}}
+        vb, vb_fused = bench_models("ViT-B/16 224 bf16", vb_pre, vb_pre_hp,
                                     vb_clf, vb_ft_hp, 1000, args, device,
                                     (args.vit_b_batch, args.vit_b_batch), compile_mode)
         results += vb

@@ -18,7 +18,9 @@ from dmae.models import (
     resize_to,
 )
 
-MICRO = {"arch": "vit_micro"}
+# The pretraining model's recipe (a config's pretrainings.dmae), which has no defaults there
+DMAE = {"sigma": 0.25, "mask_ratio": 0.75, "loss_on": "all", "norm_pix_loss": True}
+MICRO = {"arch": "vit_micro", **DMAE}
 HEAD_AND_FC_NORM = ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
 
 
@@ -43,7 +45,7 @@ def test_is_a_timm_vit_with_sincos_init_and_small_head():
 @pytest.mark.parametrize("arch", ["vit_micro", "vit_base_patch16", "vit_large_patch16"])
 def test_encoder_keys_are_a_subset_of_the_classifier_keys(arch):
     with torch.device("meta"):  # no memory, no init cost for the big ones
-        encoder = encoder_state_dict(build_pretrain_model({"arch": arch}).state_dict())
+        encoder = encoder_state_dict(build_pretrain_model({"arch": arch, **DMAE}).state_dict())
         token = build_classifier({"arch": arch, "global_pool": "token"}, 10).state_dict()
         avg = build_classifier({"arch": arch}, 10).state_dict()
     assert {k: v.shape for k, v in encoder.items()} == {k: token[k].shape for k in encoder}
@@ -59,7 +61,7 @@ def test_encoder_keys_are_a_subset_of_the_classifier_keys(arch):
 def test_paper_presets_have_the_published_parameter_counts(arch, classifier, pretrain):
     with torch.device("meta"):
         cls_model = build_classifier({"arch": arch}, 1000)
-        pre_model = build_pretrain_model({"arch": arch})
+        pre_model = build_pretrain_model({"arch": arch, **DMAE})
     assert sum(p.numel() for p in cls_model.parameters()) == classifier
     assert sum(p.numel() for p in pre_model.parameters()) == pretrain
     encoder = sum(v.numel() for v in encoder_state_dict(dict(pre_model.named_parameters()))

@@ -18,7 +18,9 @@ from dmae.models import (
     resolve_config,
 )
 
-MICRO = {"arch": "vit_micro"}
+# The pretraining model's recipe (a config's pretrainings.dmae), which has no defaults there
+DMAE = {"sigma": 0.25, "mask_ratio": 0.75, "loss_on": "all", "norm_pix_loss": True}
+MICRO = {"arch": "vit_micro", **DMAE}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,8 @@ def test_explicit_keys_override_the_preset():
     cfg = resolve_config({"arch": "vit_micro", "embed_dim": 64, "num_heads": 4, "sigma": 0.5})
     assert cfg["embed_dim"] == 64 and cfg["depth"] == PRESETS["vit_micro"]["depth"]
     model = build_pretrain_model({"arch": "vit_micro", "embed_dim": 64, "num_heads": 4,
-                                  "sigma": 0.5, "mask_ratio": 0.5, "loss_on": "masked"})
+                                  "sigma": 0.5, "mask_ratio": 0.5, "loss_on": "masked",
+                                  "norm_pix_loss": False})
     assert model.cls_token.shape == (1, 1, 64) and model.sigma == 0.5
     assert model.mask_ratio == 0.5 and model.loss_on == "masked"
 
@@ -150,6 +153,15 @@ def test_bad_config_values_name_the_key(override, key):
     build = (lambda c: build_classifier(c, 10)) if key == "global_pool" else build_pretrain_model
     with pytest.raises(ValueError, match=rf"^{key}: "):
         build({**MICRO, **override})
+
+
+@pytest.mark.parametrize("key", sorted(DMAE))
+def test_the_pretraining_model_needs_every_key_of_its_recipe(key):
+    """The recipe's values come from the config (its schema's defaults), never from here."""
+    cfg = {k: v for k, v in MICRO.items() if k != key}
+    with pytest.raises(ValueError, match=rf"^{key}: missing from the model config"):
+        build_pretrain_model(cfg)
+    assert build_classifier({"arch": "vit_micro"}, 10).num_classes == 10
 
 
 def test_classifier_builder_checks_num_classes():

@@ -15,7 +15,9 @@ from dmae.models import (
     resize_to,
 )
 
-MICRO = {"arch": "vit_micro"}
+# The pretraining model's recipe (a config's pretrainings.dmae), which has no defaults there
+DMAE = {"sigma": 0.25, "mask_ratio": 0.75, "loss_on": "all", "norm_pix_loss": True}
+MICRO = {"arch": "vit_micro", **DMAE}
 
 
 def smooth_images(n: int, size: int = 28, chans: int = 1, seed: int = 0) -> torch.Tensor:

@@ -17,8 +17,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 from dmae.train import TrainHParams, read_metrics, train
 
-# The worker script: one tiny fine-tuning run per rank. It wraps (does not replace) the engine's
-# file writers to count which rank called them, and saves each rank's final weights.
+# The worker script: one tiny fine-tuning run per rank. It wraps (does not replace) the file
+# writers of the engine's run folder to count which rank called them, and saves each rank's
+# final weights.
 WORKER = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
@@ -26,7 +27,7 @@ WORKER = textwrap.dedent("""
     import torch
     from safetensors.torch import save_file
 
-    import dmae.train.engine as engine
+    import dmae.train.run_folder as run_folder
     from dmae.train import TrainHParams, train
 
     out_dir, report_dir, hp_json, tests_dir = sys.argv[1:5]
@@ -36,11 +37,11 @@ WORKER = textwrap.dedent("""
     rank = int(os.environ["RANK"])
     calls = []
     for name in ("save_checkpoint", "save_resume", "write_metrics_row"):
-        real = getattr(engine, name)
+        real = getattr(run_folder, name)
         def counted(*a, _real=real, _name=name, **k):
             calls.append(_name)
             return _real(*a, **k)
-        setattr(engine, name, counted)
+        setattr(run_folder, name, counted)
 
     torch.manual_seed(rank)  # different inits: DDP must broadcast rank 0's weights
     model = tiny_vit()

@@ -11,7 +11,16 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from dmae.train import TrainHParams, TrainingDivergedError, load_resume, read_metrics, train
+from dmae.train import (
+    TrainHParams,
+    TrainingDivergedError,
+    load_resume,
+    objectives,
+    read_metrics,
+    train,
+)
+from dmae.train.hparams import TASKS
+from dmae.train.objectives import Objective, batch_images
 
 
 @pytest.fixture(autouse=True)
@@ -282,3 +291,55 @@ def test_meta_may_not_override_engine_keys(tmp_path):
     with pytest.raises(ValueError, match="epoch"):
         train(fresh_classifier(), stripes(32, 1), stripes(16, 2), hparams(), tmp_path,
               meta={"epoch": 7}, progress=False)
+
+
+class L1Reconstruction(Objective):
+    """A pretraining objective of this test's own: the mean absolute error of the model's
+    reconstruction (TinyDenoisingAE's prediction of the clean pixels)."""
+
+    selection = ("val_loss", "min")
+    losses: list[float] = []
+    reported: list[dict[str, float]] = []
+
+    def _error(self, net, imgs):
+        _, pred, _ = net(imgs)
+        return (pred - imgs.flatten(1)).abs().mean()
+
+    def loss(self, net, batch, device, dtype):
+        loss = self._error(net, batch_images(batch).to(device))
+        self.losses.append(float(loss.detach()))
+        return loss
+
+    def validation_sums(self, net, loader, device):
+        sums = torch.zeros(2, dtype=torch.float64)
+        for imgs, *_ in loader:
+            sums += torch.tensor([float(self._error(net, imgs)) * len(imgs), len(imgs)])
+        return sums
+
+    def metrics(self, sums):
+        self.reported.append({"val_loss": float(sums[0] / sums[1])})
+        return self.reported[-1]
+
+
+def test_every_task_has_a_registered_objective():
+    assert set(objectives.TASK_OBJECTIVES) == set(TASKS)
+    assert set(objectives.TASK_OBJECTIVES.values()) <= set(objectives.OBJECTIVES)
+
+
+def test_a_pretraining_objective_is_one_class_and_its_registration(tmp_path, monkeypatch):
+    monkeypatch.setitem(objectives.OBJECTIVES, "l1_reconstruction", L1Reconstruction)
+    monkeypatch.setitem(objectives.TASK_OBJECTIVES, "pretrain", "l1_reconstruction")
+    monkeypatch.setattr(L1Reconstruction, "losses", [])
+    monkeypatch.setattr(L1Reconstruction, "reported", [])
+    torch.manual_seed(0)
+    hp = TrainHParams.from_dict({"task": "pretrain", "epochs": 2, "batch_size": 16,
+                                 "blr": 0.05})
+    out = train(TinyDenoisingAE(), stripes(64, 1), stripes(32, 2), hp, tmp_path,
+                progress=False)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert len(L1Reconstruction.losses) == 2 * 4  # every micro-batch's loss was this one's
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx(
+        [sum(L1Reconstruction.losses[:4]) / 4, sum(L1Reconstruction.losses[4:]) / 4])
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(
+        [m["val_loss"] for m in L1Reconstruction.reported])
+    assert out["best"]["metric"] == "val_loss"

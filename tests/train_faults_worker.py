@@ -4,9 +4,10 @@
     torchrun --nproc_per_node 2 train_faults_worker.py OUT_DIR HP_JSON [FUNCTION:N]
 
 Trains the tiny classifier of test_train_engine.py with ``dmae.train.train``. With
-``FUNCTION:N``, rank 0 sends itself SIGKILL right after the N-th call of the engine's
-``FUNCTION`` (``optimizer_step``, ``save_checkpoint``, ``copy_checkpoint``, ``save_resume``)
-returns: the engine's own code runs unchanged up to that instant, as in a job killed there.
+``FUNCTION:N``, rank 0 sends itself SIGKILL right after the N-th call of ``FUNCTION`` returns
+(``optimizer_step`` in the engine; ``save_checkpoint``, ``copy_checkpoint``, ``save_resume``
+in its run folder): the training code runs unchanged up to that instant, as in a job killed
+there.
 
 The validation labels are the training labels flipped, so validation accuracy falls as the
 model learns and the best epoch is the first: every later epoch runs after the last
@@ -28,11 +29,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train_engine import brightness, fresh_classifier  # noqa: E402
 
 import dmae.train.engine as engine  # noqa: E402
+import dmae.train.run_folder as run_folder  # noqa: E402
 from dmae.train import TrainHParams, train  # noqa: E402
+
+# The module whose calls of each function are counted.
+CALLERS = {"optimizer_step": engine, "save_checkpoint": run_folder,
+           "copy_checkpoint": run_folder, "save_resume": run_folder}
 
 
 def kill_after(function: str, calls: int) -> None:
-    real = getattr(engine, function)
+    module = CALLERS[function]
+    real = getattr(module, function)
     count = 0
 
     def counted(*args, **kwargs):
@@ -43,7 +50,7 @@ def kill_after(function: str, calls: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    setattr(engine, function, counted)
+    setattr(module, function, counted)
 
 
 def main() -> None:

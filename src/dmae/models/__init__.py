@@ -12,6 +12,7 @@ from dmae.models.dmae import DMAEPretrainModel
 from dmae.models.pos_embed import get_2d_sincos_pos_embed
 from dmae.models.presets import (
     PRESETS,
+    PRETRAINING_KEYS,
     build_classifier,
     build_downstream,
     build_linear_probe,
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PRESETS",
+    "PRETRAINING_KEYS",
     "DMAEPretrainModel",
     "LinearProbe",
     "ViTClassifier",

@@ -18,8 +18,6 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from dmae.models.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PixelNormalizer,
     add_gaussian_noise,
     check_choice,
@@ -42,26 +40,30 @@ class DMAEPretrainModel(nn.Module):
     (bicubic) to ``img_size`` if needed, normalizes, masks ``mask_ratio`` of the patches at
     random and asks the decoder for the CLEAN image. ``sigma = 0`` with ``loss_on="masked"``
     is plain MAE pretraining; the paper's DMAE is ``sigma = 0.25``, ``loss_on="all"``.
+
+    Every argument is required: the architecture comes from a preset and the noise, masking
+    and loss from a config's pretraining recipe (``dmae.models.presets.build_pretrain_model``).
     """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        decoder_embed_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_num_heads: int = 16,
-        norm_pix_loss: bool = True,
-        sigma: float = 0.25,
-        mask_ratio: float = 0.75,
-        loss_on: str = "all",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        *,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        decoder_embed_dim: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        sigma: float,
+        mask_ratio: float,
+        loss_on: str,
+        norm_pix_loss: bool,
     ) -> None:
         super().__init__()
         check_geometry(img_size, patch_size, {"embed_dim": (embed_dim, num_heads),
@@ -71,6 +73,8 @@ class DMAEPretrainModel(nn.Module):
         check_sigma(sigma)
         check_mask_ratio(mask_ratio)
         check_choice("loss_on", loss_on, LOSS_ON)
+        if not isinstance(norm_pix_loss, bool):
+            raise ValueError(f"norm_pix_loss: expected true or false, got {norm_pix_loss!r}")
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.norm_pix_loss, self.loss_on = norm_pix_loss, loss_on
         self.sigma, self.mask_ratio = float(sigma), float(mask_ratio)

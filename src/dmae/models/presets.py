@@ -6,6 +6,10 @@ A config names a preset with ``arch``; any other key overrides that preset's val
      "sigma": 0.25, "mask_ratio": 0.75, "norm_pix_loss": True, "loss_on": "all",
      "global_pool": "avg", "drop_path_rate": 0.1}
 
+The pretraining model also needs the keys of a pretraining recipe (``PRETRAINING_KEYS``),
+which have no default here: a config's ``pretrainings.<name>`` gives them
+(``dmae.config.pretrain_settings``), with the defaults of the config schema.
+
 One dict can serve both builders: pretraining-only keys are ignored by the classifier
 builders and vice versa, but every key is validated and unknown keys are rejected.
 """
@@ -46,15 +50,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "decoder_num_heads": 2},
 }
 
-# Keys beyond the architecture, with their defaults (the paper's DMAE / fine-tuning values).
+# The noise, masking and loss of a pretraining recipe: DMAEPretrainModel's other arguments.
+PRETRAINING_KEYS = ("sigma", "mask_ratio", "loss_on", "norm_pix_loss")
+# The other keys beyond the architecture, with their defaults (the config schema has none).
 _RUN_DEFAULTS: dict[str, Any] = {
-    "sigma": 0.25, "mask_ratio": 0.75, "norm_pix_loss": True, "loss_on": "all",
     "global_pool": "avg", "drop_path_rate": 0.0,
     # Only read by dmae.models.convert: what kind of checkpoint a file holds.
     "kind": "pretrain", "num_classes": None,
 }
 _ARCH_KEYS = tuple(PRESETS["vit_base_patch16"])
-KNOWN_KEYS = ("arch", *_ARCH_KEYS, *_RUN_DEFAULTS)
+KNOWN_KEYS = ("arch", *_ARCH_KEYS, *PRETRAINING_KEYS, *_RUN_DEFAULTS)
 KINDS = ("pretrain", "classifier")
 
 _ENCODER_ARGS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
@@ -91,13 +96,11 @@ def _as_list(key: str, value: Any) -> list:
 
 def _validate(c: dict[str, Any]) -> None:
     # Only what no model constructor checks: DMAEPretrainModel and ViTClassifier check the
-    # geometry, mean/std, sigma, mask ratio, loss and pooling they are built with.
+    # geometry, mean/std, noise, masking, loss and pooling they are built with.
     for key in ("in_chans", "depth", "decoder_depth"):
         _positive_int(key, c[key])
     if not _number(c["mlp_ratio"]) or not c["mlp_ratio"] > 0:
         raise ValueError(f"mlp_ratio: expected a positive number, got {c['mlp_ratio']!r}")
-    if not isinstance(c["norm_pix_loss"], bool):
-        raise ValueError(f"norm_pix_loss: expected true or false, got {c['norm_pix_loss']!r}")
     if not _number(c["drop_path_rate"]) or not 0 <= c["drop_path_rate"] < 1:
         raise ValueError(f"drop_path_rate: expected a number in [0, 1), "
                          f"got {c['drop_path_rate']!r}")
@@ -116,12 +119,15 @@ def _positive_int(key: str, value: Any) -> None:
 
 
 def build_pretrain_model(cfg: dict[str, Any]) -> DMAEPretrainModel:
-    """Build a :class:`DMAEPretrainModel` from a config dict (see module docstring)."""
+    """Build a :class:`DMAEPretrainModel` from a config dict that has every key of
+    ``PRETRAINING_KEYS`` (see module docstring)."""
     c = resolve_config(cfg)
-    return DMAEPretrainModel(
-        **{k: c[k] for k in _ENCODER_ARGS + _DECODER_ARGS},
-        norm_pix_loss=c["norm_pix_loss"], sigma=c["sigma"], mask_ratio=c["mask_ratio"],
-        loss_on=c["loss_on"])
+    missing = [key for key in PRETRAINING_KEYS if key not in c]
+    if missing:
+        raise ValueError(f"{missing[0]}: missing from the model config; the pretraining model "
+                         f"needs {', '.join(PRETRAINING_KEYS)} (a config's pretrainings.<name>)")
+    return DMAEPretrainModel(**{k: c[k] for k in _ENCODER_ARGS + _DECODER_ARGS},
+                             **{k: c[k] for k in PRETRAINING_KEYS})
 
 
 def build_classifier(cfg: dict[str, Any], num_classes: int) -> ViTClassifier:

@@ -1,4 +1,5 @@
-"""Optimizer, parameter groups and the per-iteration learning-rate schedule (MAE recipe)."""
+"""Optimizer, parameter groups, the per-iteration learning-rate schedule (MAE recipe) and the
+optimizer step."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's lr to ``lr`` times its ``lr_scale`` (layer-wise decay)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, lr: float,
+                   clip_grad: float | None, params: list[torch.Tensor]) -> None:
+    """Set ``lr`` (times each group's ``lr_scale``), clip ``params``' gradients to norm
+    ``clip_grad`` if given, step through ``scaler`` and clear the gradients."""
+    set_lr(optimizer, lr)
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

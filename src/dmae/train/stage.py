@@ -98,7 +98,7 @@ def _train(cfg: dict, model, model_cfg: dict, hp: dict, out: Path, meta: dict,
 
 
 def _weights_sha256(checkpoint: str | Path) -> str:
-    return sha256_file(Path(checkpoint).with_suffix(".safetensors"))
+    return sha256_file(Path(checkpoint).with_suffix(f".{layout.CHECKPOINT_FORMATS[0]}"))
 
 
 def _code_digest(subcommand: str) -> str:
@@ -117,20 +117,20 @@ def _fresh_if_changed(out_dir: Path, fingerprint: dict, code: str) -> Path:
     one resumes even after a code change (days of training are not thrown away for it), with a
     warning. Returns the record that is marked finished at the end.
     """
-    record = out_dir / "run.json"
+    record = out_dir / layout.RUN_RECORD
     if record.is_file():
         old = read_json(record)
         same_code = old.get("code") == code
         if old.get("fingerprint") != fingerprint or (old.get("finished") and not same_code):
             log.info("%s: %s, starting afresh", out_dir, "settings or inputs changed"
                      if old.get("fingerprint") != fingerprint else "the code changed")
-            for name in ("resume.pt", "metrics.csv", "timing.csv"):
+            for name in (layout.RESUME, layout.METRICS_CSV, layout.TIMING_CSV):
                 (out_dir / name).unlink(missing_ok=True)
         elif old.get("finished"):
             log.info("%s: finished earlier with the same settings, inputs and code; writing "
                      "its outputs again from its resume state", out_dir)
         elif not same_code:
             log.warning("%s: the code changed since this run started; resuming it anyway "
-                        "(remove %s to start afresh)", out_dir, out_dir / "resume.pt")
+                        "(remove %s to start afresh)", out_dir, out_dir / layout.RESUME)
     write_json(record, {"fingerprint": fingerprint, "code": code, "finished": False})
     return record
