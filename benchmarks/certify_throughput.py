@@ -1,11 +1,11 @@
 """Certification throughput against the raw batched forward pass of the same classifier.
 
-Prints noisy forward passes per second through ``CohenCertifier.certify`` (per-image generator,
-noise drawn on the device, votes counted there, one device-to-host transfer per image) beside
-the raw forward pass of the same base classifier on a fixed batch: the certifier's own
-``votes`` module (the model and its argmax, compiled when the certifier compiles it) under the
-same autocast, batch size and threads. The ratio is what certification costs beyond the
-model; the target is >= 0.95.
+Prints noisy forward passes per second through ``Certifier.certify`` by the cohen method
+(per-image generator, noise drawn on the device, votes counted there, one device-to-host
+transfer per image) beside the raw forward pass of the same base classifier on a fixed
+batch: the certifier's own ``votes`` module (the model and its argmax, compiled when the
+certifier compiles it) under the same autocast, batch size and threads. The ratio is what
+certification costs beyond the model; the target is >= 0.95.
 
 The classifier is the project's own (``dmae.models.build_classifier``): by default the first
 model of ``--config`` as ``dmae finetune`` builds it, or a preset architecture with ``--arch``
@@ -34,7 +34,7 @@ import torch
 
 from dmae import config as cfglib
 from dmae.acceleration import PRECISIONS, autocast
-from dmae.certify import CohenCertifier
+from dmae.certify import Certifier, build_certifier
 from dmae.models import PRESETS, build_classifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str, int, in
     return model.eval(), label, model.patch_embed.proj.in_channels, int(size[0])
 
 
-def raw_rate(certifier: CohenCertifier, batch: torch.Tensor, passes: int,
+def raw_rate(certifier: Certifier, batch: torch.Tensor, passes: int,
              clock: Callable[[], float]) -> float:
     """Images per second of the certifier's base classifier and argmax on a fixed batch."""
     steps = max(1, round(passes / len(batch)))
@@ -132,14 +132,14 @@ def raw_rate(certifier: CohenCertifier, batch: torch.Tensor, passes: int,
     return steps * len(batch) / (clock() - start)
 
 
-def certify_rate(certifier: CohenCertifier, images: torch.Tensor,
+def certify_rate(certifier: Certifier, images: torch.Tensor,
                  clock: Callable[[], float]) -> float:
-    """Noisy forward passes per second through CohenCertifier.certify."""
+    """Noisy forward passes per second through Certifier.certify."""
     start = clock()
     for idx, image in enumerate(images):
         certifier.certify(image, certifier.generator(0, idx))
     synchronize(certifier.device)
-    return len(images) * (certifier.n0 + certifier.n) / (clock() - start)
+    return len(images) * (certifier.method.n0 + certifier.method.n) / (clock() - start)
 
 
 class NoModel(torch.nn.Module):
@@ -159,8 +159,8 @@ def loop_rate(images: torch.Tensor, num_classes: int, *, batch: int, n0: int, n:
     """Noisy passes per second of everything certification adds to the forward pass (the
     generator, noise, scaling, votes, counts, the transfer), with the classifier left out:
     the best of ``repeats``, as this loop is short and steady."""
-    certifier = CohenCertifier(NoModel(num_classes), num_classes, sigma, n0=n0, n=n,
-                               alpha=0.001, batch_size=batch, device=images.device)
+    certifier = build_certifier("cohen", NoModel(num_classes), num_classes, sigma, n0=n0, n=n,
+                                alpha=0.001, batch_size=batch, device=images.device)
     certify_rate(certifier, images[:1], clock)
     return max(certify_rate(certifier, images, clock) for _ in range(repeats))
 
@@ -172,9 +172,9 @@ def measure(model: torch.nn.Module, images: torch.Tensor, num_classes: int, *, b
     """Raw forward and certification rates of ``model`` on ``images`` (on its device),
     alternating ``rounds`` times after one untimed round of each (allocator, autotuning,
     torch.compile of every batch shape)."""
-    certifier = CohenCertifier(model, num_classes, sigma, n0=n0, n=n, alpha=0.001,
-                               batch_size=batch, device=images.device, amp=amp,
-                               compile=compile)
+    certifier = build_certifier("cohen", model, num_classes, sigma, n0=n0, n=n, alpha=0.001,
+                                batch_size=batch, device=images.device, amp=amp,
+                                compile=compile)
     fixed = images[:1].expand(batch, -1, -1, -1).contiguous()
     passes = len(images) * (n0 + n)
     raw_rate(certifier, fixed, batch, clock)

@@ -11,7 +11,7 @@ cannot rot; its figures mean nothing.
 Rows (one table, Markdown):
 
 - forward / certify / ratio: raw forward images/s of the certifier's own base classifier
-  (model + argmax) on a fixed batch, and noisy passes/s through ``CohenCertifier.certify``
+  (model + argmax) on a fixed batch, and noisy passes/s through the cohen ``Certifier.certify``
   (``benchmarks/certify_throughput.py``'s ``measure``), at bf16 and fp32, batch 400 and 1000,
   eager; later bf16 at batch 400 through ``torch.compile`` (runtime.compile on CUDA), and
   "s/image compiled", whose first image pays the compiles a certification job pays;
@@ -65,7 +65,7 @@ try:
 
     from dmae import config as cfglib
     from dmae import layout
-    from dmae.certify import CohenCertifier
+    from dmae.certify import Certifier, build_certifier
     from dmae.certify.stage import certify_indices
     from dmae.models import build_classifier, build_pretrain_model
     from dmae.train import TrainHParams
@@ -222,7 +222,7 @@ def certification_rows(sizes: Sizes, device: torch.device, rates: dict,
     return rows
 
 
-def count_host_syncs(certifier: CohenCertifier, image: torch.Tensor) -> tuple[int, str]:
+def count_host_syncs(certifier: Certifier, image: torch.Tensor) -> tuple[int, str]:
     """How often certifying ``image`` makes the host wait for the device."""
     generator = certifier.generator(0, 0)
     if certifier.device.type == "cuda":
@@ -254,16 +254,16 @@ def count_host_syncs(certifier: CohenCertifier, image: torch.Tensor) -> tuple[in
 
 
 def paper_image(sizes: Sizes, device: torch.device, compiled: bool
-                ) -> tuple[CohenCertifier, torch.Tensor, float, float, float | None]:
+                ) -> tuple[Certifier, torch.Tensor, float, float, float | None]:
     """One image certified twice as config/imagenet.yaml certifies it (n0, n, batch, bf16):
     the certifier, the image, the seconds of the first call (warm-up: caches, compiles) and of
     the second, whose image comes from host memory as a dataset run hands it over (the upload
     is part of the cost), and the peak GPU memory."""
     model = classifier(sizes.arch, sizes.num_classes, device)
     image = image_batch(model, device)[0]
-    certifier = CohenCertifier(model, sizes.num_classes, 0.5, n0=sizes.paper_n0,
-                               n=sizes.paper_n, alpha=0.001, batch_size=sizes.paper_batch,
-                               device=device, amp="bf16", compile=compiled)
+    certifier = build_certifier("cohen", model, sizes.num_classes, 0.5, n0=sizes.paper_n0,
+                                n=sizes.paper_n, alpha=0.001, batch_size=sizes.paper_batch,
+                                device=device, amp="bf16", compile=compiled)
     with peak_memory(device) as peak:
         sync(device)
         t0 = time.perf_counter()

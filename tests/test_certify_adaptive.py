@@ -14,8 +14,6 @@ from scipy.stats import norm
 
 from dmae.certify import (
     ABSTAIN,
-    AdaptiveCertifier,
-    CohenCertifier,
     Prediction,
     SequentialPlan,
     build_certifier,
@@ -25,7 +23,7 @@ from dmae.config import ConfigError, validate
 # A setting where the test has power: a large alpha and a radius grid whose thresholds the
 # simulated pA values straddle.
 SIM = {"sigma": 0.5, "alpha": 0.1, "n_max": 2000, "radii": [0.0, 0.25, 0.5, 0.75, 1.0],
-       "first_look": 50}
+       "first_look": 50, "growth": 2.0}
 SIM_N0 = 20
 
 
@@ -69,7 +67,7 @@ def test_false_certificates_stay_below_alpha_and_the_invalid_plan_is_caught():
 
 
 def test_the_looks_are_fixed_before_sampling_and_end_at_n_max():
-    plan = SequentialPlan(sigma=0.25, alpha=0.001, n_max=100_000,
+    plan = SequentialPlan(sigma=0.25, alpha=0.001, n_max=100_000, first_look=100, growth=2.0,
                           radii=[0.25, 0.5, 0.75, 1.0, 3.0])  # Phi(12) is 1.0 in floats
     looks = plan.looks
     assert looks[0] == 100 and looks[-1] == 100_000 and list(looks) == sorted(set(looks))
@@ -88,10 +86,10 @@ def test_the_looks_are_fixed_before_sampling_and_end_at_n_max():
 
 def test_a_confident_image_stops_at_the_first_look_that_proves_its_largest_radius():
     sigma, radii = 0.5, [0.0, 0.5, 1.0]
-    smooth = AdaptiveCertifier(Constant(), num_classes=3, sigma=sigma, n0=100, n=10_000,
-                               alpha=0.001, radii=radii, batch_size=512)
+    smooth = build_certifier("adaptive", Constant(), 3, sigma, n0=100, n=10_000, alpha=0.001,
+                             radii=radii, batch_size=512)
     cert = smooth.certify(pixel(0.3), smooth.generator(0, 0))
-    level = smooth.plan.levels[0]  # an early look's
+    level = smooth.method.plan(sigma).levels[0]  # an early look's
     needed = math.ceil(math.log(level) / math.log(norm.cdf(1.0 / sigma)))
     assert cert.prediction == 2 and cert.n_used == cert.n_a
     assert needed <= cert.n_used < 2 * needed and cert.n_used < 10_000
@@ -103,13 +101,13 @@ def test_the_estimation_samples_are_the_first_ones_of_certify():
     """Same generator, same n0: the adaptive votes equal CERTIFY's over as many samples."""
     sigma = 0.5
     kwargs = {"num_classes": 2, "sigma": sigma, "n0": 30, "alpha": 0.01, "batch_size": 64}
-    adaptive = AdaptiveCertifier(Threshold(), n=3000, radii=[0.0, 0.25, 0.5], first_look=40,
-                                 **kwargs)
+    adaptive = build_certifier("adaptive", Threshold(), n=3000, radii=[0.0, 0.25, 0.5],
+                               first_look=40, **kwargs)
     used = set()
     for idx, p_a in enumerate([0.55, 0.69, 0.8, 0.9, 0.999]):
         cert = adaptive.certify(pixel_for(p_a, sigma), adaptive.generator(4, idx))
         used.add(cert.n_used)
-        cohen = CohenCertifier(Threshold(), n=cert.n_used, **kwargs)
+        cohen = build_certifier("cohen", Threshold(), n=cert.n_used, **kwargs)
         same = cohen.certify(pixel_for(p_a, sigma), cohen.generator(4, idx))
         assert same.n_a == cert.n_a
     assert len(used) > 2  # the images stopped at different looks
@@ -118,8 +116,8 @@ def test_the_estimation_samples_are_the_first_ones_of_certify():
 def test_the_result_does_not_depend_on_batch_size():
     certs = []
     for batch_size in (7, 100, 1000):
-        smooth = AdaptiveCertifier(Threshold(), num_classes=2, sigma=0.5, n0=10, n=2000,
-                                   alpha=0.01, radii=[0.0, 0.25], batch_size=batch_size)
+        smooth = build_certifier("adaptive", Threshold(), 2, 0.5, n0=10, n=2000, alpha=0.01,
+                                 radii=[0.0, 0.25], batch_size=batch_size)
         certs.append(smooth.certify(pixel_for(0.7, 0.5), smooth.generator(5, 42)))
     assert certs[0] == certs[1] == certs[2]
 
@@ -127,19 +125,19 @@ def test_the_result_does_not_depend_on_batch_size():
 def test_a_misclassified_image_stops_after_selection_only_when_asked():
     kwargs = {"num_classes": 3, "sigma": 0.5, "n0": 50, "n": 1000, "alpha": 0.001,
               "radii": [0.0, 0.5]}
-    stopping = AdaptiveCertifier(Constant(), stop_on_mismatch=True, **kwargs)
+    stopping = build_certifier("adaptive", Constant(), stop_on_mismatch=True, **kwargs)
     cert = stopping.certify(pixel(0.3), stopping.generator(0, 0), label=1)
     assert (cert.prediction, cert.radius, cert.n_used) == (ABSTAIN, 0.0, 0)
     assert stopping.certify(pixel(0.3), stopping.generator(0, 0), label=2).prediction == 2
-    default = AdaptiveCertifier(Constant(), **kwargs)
+    default = build_certifier("adaptive", Constant(), **kwargs)
     cert = default.certify(pixel(0.3), default.generator(0, 0), label=1)
     assert cert.prediction == 2 and cert.n_used > 0
 
 
 def test_predict_answers_a_clear_case_early_and_abstains_on_a_coin_flip():
     sigma = 0.25
-    smooth = AdaptiveCertifier(Threshold(), num_classes=2, sigma=sigma, n0=1, n=1000,
-                               alpha=0.001, radii=[0.0], batch_size=500)
+    smooth = build_certifier("adaptive", Threshold(), 2, sigma, n0=1, n=1000, alpha=0.001,
+                             radii=[0.0], batch_size=500)
     assert smooth.predict(pixel(0.5 - 3 * sigma), smooth.generator(1, 0)) == Prediction(0, 100)
     coin = [smooth.predict(pixel(0.5), smooth.generator(1, i)) for i in range(5)]
     assert coin == [Prediction(ABSTAIN, 1000)] * 5
@@ -173,10 +171,12 @@ def smoke_config(repo) -> dict:
 @pytest.mark.parametrize("certify, report, message", [
     ({"method": "adaptive", "n_max": 5}, None, "certify.n_max must be >= certify.n0"),
     ({"method": "adaptive", "radii": [0.5, 0.25]}, None, "certify.radii must be sorted"),
-    ({"method": "adaptive"}, [0.5, 0.0], r"report.radii \(the grid of certify.radii: null\)"),
+    ({"method": "adaptive"}, [0.5, 0.0],
+     r"sorted .* got \[0.5, 0.0\] \(certify.radii: null, so the value of report.radii\)"),
     ({"method": "adaptive", "radii": []}, None, r"certify.radii: \[\] should be non-empty"),
     ({"method": "sequential"}, None, "certify.method: 'sequential' is not one of"),
     ({"alpha": 1.0}, None, "certify.alpha"),
+    ({"n": 5}, None, "n must be >= n0, got n=5, n0=10"),
 ])
 def test_a_config_with_bad_certification_settings_names_the_key(repo, certify, report, message):
     cfg = smoke_config(repo)

@@ -21,8 +21,13 @@ from certify_fixtures import Threshold, pixel_for
 from scipy import integrate
 from scipy.stats import beta, binom, norm
 
-from dmae.certify import ABSTAIN, AdaptiveCertifier, CohenCertifier, SequentialPlan
-from dmae.certify.smooth import lower_confidence_bound
+from dmae.certify import (
+    ABSTAIN,
+    Certifier,
+    SequentialPlan,
+    build_certifier,
+    lower_confidence_bound,
+)
 from dmae.report.analysis import CONFIDENCE, acr_interval, mean_interval
 
 pytestmark = pytest.mark.slow  # about a minute of real calls in all
@@ -37,14 +42,14 @@ def limit(alpha: float, trials: int) -> float:
     return alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
 
-def cohen(alpha: float = ALPHA) -> CohenCertifier:
-    return CohenCertifier(Threshold(), num_classes=2, sigma=SIGMA, n0=N0, n=N, alpha=alpha,
-                          batch_size=128)
+def cohen(alpha: float = ALPHA) -> Certifier:
+    return build_certifier("cohen", Threshold(), 2, SIGMA, n0=N0, n=N, alpha=alpha,
+                           batch_size=128)
 
 
-def adaptive(alpha: float = ALPHA, n_max: int = 400) -> AdaptiveCertifier:
-    return AdaptiveCertifier(Threshold(), num_classes=2, sigma=SIGMA, n0=N0, n=N, alpha=alpha,
-                             radii=RADII, n_max=n_max, first_look=25, batch_size=128)
+def adaptive(alpha: float = ALPHA, n_max: int = 400) -> Certifier:
+    return build_certifier("adaptive", Threshold(), 2, SIGMA, n0=N0, n=N, alpha=alpha,
+                           radii=RADII, n_max=n_max, first_look=25, batch_size=128)
 
 
 class BoundAtTwiceAlpha(SequentialPlan):
@@ -66,11 +71,12 @@ class LastLookAtTwiceAlpha(SequentialPlan):
         return (*planned[:-1], 2 * self.alpha)
 
 
-def with_plan(certifier: AdaptiveCertifier, plan_class: type) -> AdaptiveCertifier:
-    plan = certifier.plan
-    certifier.plan = plan_class(sigma=plan.sigma, alpha=plan.alpha, n_max=plan.n_max,
-                                radii=plan.radii, first_look=plan.first_look,
-                                growth=plan.growth)
+def with_plan(certifier: Certifier, plan_class: type) -> Certifier:
+    """The adaptive ``certifier`` with its plan at SIGMA made by ``plan_class``."""
+    plan = certifier.method.plan(SIGMA)
+    certifier.method.plans[SIGMA] = plan_class(
+        sigma=plan.sigma, alpha=plan.alpha, n_max=plan.n_max, radii=plan.radii,
+        first_look=plan.first_look, growth=plan.growth)
     return certifier
 
 

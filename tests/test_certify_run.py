@@ -13,7 +13,6 @@ import torch
 
 from dmae.certify import (
     COLUMNS,
-    CohenCertifier,
     certify_dataset,
     merge_shards,
     meta_path,
@@ -21,6 +20,8 @@ from dmae.certify import (
     partial_path,
     read_certification,
 )
+from dmae.certify.methods.cohen import Cohen
+from dmae.config import schema
 from dmae.io import exclusive, read_json
 
 NUM_CLASSES = 4
@@ -215,12 +216,11 @@ def test_bad_settings_are_rejected(tmp_path, overrides, message):
 
 
 def test_another_method_is_recorded_and_checked_on_resume(tmp_path, monkeypatch):
-    class Twin(CohenCertifier):
-        def parameters(self) -> dict:
-            return {"name": "twin"}
+    class Twin(Cohen):
+        name = "twin"
 
-    known = methods.certifiers()
-    monkeypatch.setattr(methods, "certifiers", lambda: {**known, "twin": Twin})
+    known = methods.registered()
+    monkeypatch.setattr(methods, "registered", lambda: {**known, "twin": Twin})
     out = tmp_path / "cert.tsv"
     run(out, method="twin", max_images=2)
     assert read_json(meta_path(partial_path(out)))["settings"]["method"] == {"name": "twin"}
@@ -305,18 +305,23 @@ def test_compiled_certification_is_recorded_and_agrees(tmp_path):
     assert ((a["nA"] - b["nA"]).abs() <= 1).all()  # other kernels, same fp32 computation
 
 
-def test_each_method_takes_exactly_the_settings_the_schema_marks_for_it():
-    """certify.method's choices are the certifier classes, and the keys of certify the schema
-    marks with x-method are the keyword arguments the method's class takes beyond the
-    common ones: a new setting cannot be left out of method_settings, or a stale one kept."""
-    import inspect
-
-    known = methods.certifiers()
-    assert set(methods.METHOD_KEYS) == set(known)
-    common = set(inspect.signature(CohenCertifier.__init__).parameters)
-    for method, cls in known.items():
-        own = set(inspect.signature(cls.__init__).parameters) - common
-        assert own == set(methods.METHOD_KEYS[method]), method
+def test_the_schema_offers_every_method_with_exactly_its_own_settings():
+    """certify.method's choices are the registered methods, and the keys of certify the schema
+    marks with x-method are each method's own settings, as its class states them (type,
+    bounds, default): the settings a config fills in are those the method is built with."""
+    certify = schema()["properties"]["certify"]["properties"]
+    known = methods.registered()
+    assert certify["method"]["enum"] == list(known) == sorted(known)
+    assert certify["method"]["default"] == methods.DEFAULT_METHOD
+    for name, cls in known.items():
+        marked = {key: {k: v for k, v in node.items() if k not in ("x-method", "description")}
+                  for key, node in certify.items() if node.get("x-method") == name}
+        stated = {key: {k: v for k, v in node.items() if k != "description"}
+                  for key, node in cls.settings.items()}
+        assert marked == stated, name
+        cfg = {"certify": {**{key: certify[key].get("default") for key in certify},
+                           "n0": 1, "n": 2, "alpha": 0.1, "method": name}}
+        assert methods.method_settings(cfg)[1].keys() == {"n0", "n", "alpha", *cls.settings}
 
 
 def test_a_second_process_certifying_into_the_same_file_fails_and_writes_nothing(tmp_path):

@@ -15,7 +15,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dmae.acceleration import resolve_precision, use_compile
 from dmae.certify import (
     ABSTAIN,
-    CohenCertifier,
     NoiseStream,
     Prediction,
     build_certifier,
@@ -25,6 +24,7 @@ from dmae.certify import (
     lower_confidence_bound,
     upper_confidence_bound,
 )
+from dmae.certify.methods.cohen import Cohen
 
 
 def test_radius_ceiling_matches_the_paper():
@@ -38,8 +38,8 @@ def test_radius_ceiling_matches_the_paper():
 
 def test_constant_classifier_certify_end_to_end():
     sigma = 0.5
-    smooth = CohenCertifier(Constant(), num_classes=3, sigma=sigma, n0=100, n=10_000,
-                            alpha=0.001, batch_size=4096)
+    smooth = build_certifier("cohen", Constant(), 3, sigma, n0=100, n=10_000, alpha=0.001,
+                             batch_size=4096)
     cert = smooth.certify(pixel(0.3), smooth.generator(0, 0))
     assert cert.prediction == 2 and cert.n_a == 10_000
     assert round(cert.radius / sigma, 4) == 3.1986
@@ -108,8 +108,8 @@ def test_real_certify_calls_respect_alpha_and_the_noise_level():
     sigma, p_a, alpha, n = 0.5, 0.8, 0.1, 100
     t = 0.5
     x = t - sigma * norm.ppf(p_a)  # so that P(noisy pixel < t) = p_a
-    smooth = CohenCertifier(Threshold(t), num_classes=2, sigma=sigma, n0=10, n=n, alpha=alpha,
-                            batch_size=64)
+    smooth = build_certifier("cohen", Threshold(t), 2, sigma, n0=10, n=n, alpha=alpha,
+                             batch_size=64)
     true_radius = sigma * norm.ppf(p_a)
     trials, violations, total_a = 300, 0, 0
     for idx in range(trials):
@@ -125,8 +125,8 @@ def test_real_certify_calls_respect_alpha_and_the_noise_level():
 
 def test_predict_abstains_on_a_coin_flip_and_answers_a_clear_case():
     sigma = 0.25
-    smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=sigma, n0=1, n=1000,
-                            alpha=0.001, batch_size=500)
+    smooth = build_certifier("cohen", Threshold(0.5), 2, sigma, n0=1, n=1000, alpha=0.001,
+                             batch_size=500)
     coin = [smooth.predict(pixel(0.5), smooth.generator(1, i)) for i in range(10)]
     assert coin == [Prediction(ABSTAIN, 1000)] * 10
     assert smooth.predict(pixel(0.5 - 3 * sigma), smooth.generator(1, 0)) == Prediction(0, 1000)
@@ -146,8 +146,8 @@ def test_noise_stream_does_not_depend_on_how_it_is_split():
 def test_counts_do_not_depend_on_batch_size():
     counts = []
     for batch_size in (1, 7, 100, 1000):
-        smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=0.5, n0=10, n=300,
-                                alpha=0.01, batch_size=batch_size)
+        smooth = build_certifier("cohen", Threshold(0.5), 2, 0.5, n0=10, n=300, alpha=0.01,
+                                 batch_size=batch_size)
         counts.append(smooth.certify(pixel(0.4), smooth.generator(5, 42)))
     assert all(c == counts[0] for c in counts)
 
@@ -166,20 +166,20 @@ def test_image_seeds_are_distinct_and_deterministic():
 ])
 def test_certifier_rejects_bad_sampling_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CohenCertifier(Threshold(), num_classes=2, sigma=0.5, **kwargs)
+        build_certifier("cohen", Threshold(), 2, 0.5, **kwargs)
 
 
 @pytest.mark.parametrize("sigma, batch_size, message", [
     (0.0, 10, "sigma"), (-0.5, 10, "sigma"), (0.5, 0, "batch_size")])
 def test_certifier_rejects_bad_settings(sigma, batch_size, message):
     with pytest.raises(ValueError, match=message):
-        CohenCertifier(Threshold(), num_classes=2, sigma=sigma, n0=1, n=5, alpha=0.1,
-                       batch_size=batch_size)
+        build_certifier("cohen", Threshold(), 2, sigma, n0=1, n=5, alpha=0.1,
+                        batch_size=batch_size)
 
 
 def test_certifiers_are_built_by_method_name():
     settings = {"n0": 1, "n": 5, "alpha": 0.1}
-    assert type(build_certifier("cohen", Threshold(), 2, 0.5, **settings)) is CohenCertifier
+    assert type(build_certifier("cohen", Threshold(), 2, 0.5, **settings).method) is Cohen
     with pytest.raises(ValueError, match="certify.method: unknown method 'sequential'; "
                                          "expected one of adaptive, cohen"):
         build_certifier("sequential", Threshold(), 2, 0.5, **settings)
@@ -221,8 +221,8 @@ class DtypeOf(torch.nn.Module):
                                         ("bf16", torch.bfloat16)])
 def test_the_classifier_runs_at_the_precision_asked_for(amp, dtype):
     model = DtypeOf()
-    smooth = CohenCertifier(model, num_classes=2, sigma=0.5, n0=4, n=16, alpha=0.1,
-                            batch_size=8, amp=amp)
+    smooth = build_certifier("cohen", model, 2, 0.5, n0=4, n=16, alpha=0.1, batch_size=8,
+                             amp=amp)
     smooth.certify(torch.rand(1, 2, 2), smooth.generator(0, 0))
     assert smooth.precision == {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
     assert model.seen == {dtype}
@@ -241,8 +241,8 @@ def test_fp32_counts_are_the_plain_sampling_loop():
             votes = model(stream.take(size).mul_(sigma).add_(x)).argmax(dim=1)
             expected += torch.bincount(votes, minlength=5)
     for amp in ("auto", "off"):
-        smooth = CohenCertifier(model, num_classes=5, sigma=sigma, n0=1, n=n, alpha=0.1,
-                                batch_size=batch, noise_chunk=chunk, amp=amp)
+        smooth = build_certifier("cohen", model, 5, sigma, n0=1, n=n, alpha=0.1,
+                                 batch_size=batch, noise_chunk=chunk, amp=amp)
         assert torch.equal(smooth.sample_counts(x, n, image_generator(2, 9)), expected)
 
 
@@ -269,8 +269,8 @@ HOST_SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "bincount", 
 def test_the_sampling_loop_never_waits_for_the_device(call):
     """Many batches, and not one operator that reads a device value back: the counts stay
     on the device, and the one transfer per image is the final ``tolist``."""
-    smooth = CohenCertifier(Threshold(0.5), num_classes=2, sigma=0.5, n0=10, n=300,
-                            alpha=0.01, batch_size=16)
+    smooth = build_certifier("cohen", Threshold(0.5), 2, 0.5, n0=10, n=300, alpha=0.01,
+                             batch_size=16)
     with OpLog() as log:
         getattr(smooth, call)(pixel(0.4), smooth.generator(5, 42))
     assert log.ops["argmax"] >= 300 // 16  # the trace did see every batch

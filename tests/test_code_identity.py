@@ -99,13 +99,13 @@ def test_a_comment_and_a_docstring_in_every_library_file_keep_its_digest(tmp_pat
 def test_the_schema_counts_its_values_not_its_descriptions(tmp_path):
     schema = SRC / "schemas" / "config.schema.yaml"
     text = schema.read_text()
-    said, default = 'description: "CPU threads of the job, all processes"', "default: 100\n"
+    said, default = 'description: "CPU threads of the job, all processes"', "default: best\n"
     assert said in text and default in text
     described = tmp_path / "described.yaml"
     described.write_text(text.replace(said, "description: threads", 1) + "# end\n")
     assert code_identity.normalised(described) == code_identity.normalised(schema)
     defaulted = tmp_path / "defaulted.yaml"
-    defaulted.write_text(text.replace(default, "default: 101\n", 1))
+    defaulted.write_text(text.replace(default, "default: last\n", 1))
     assert code_identity.normalised(defaulted) != code_identity.normalised(schema)
 
 
@@ -228,3 +228,42 @@ def test_a_rule_counts_only_its_own_subcommand_of_the_cli(tmp_path):
     cli.write_text(text.replace(own, own.replace("default=8", "default=9")))
     after = pipeline.code_digests(src)["rules"]
     assert {r for r in before if before[r] != after[r]} == {"reconstructions"}
+
+
+CERTIFYING = ("certify", "merge-certify", "report")  # the rules that read certify.method
+
+
+def test_a_method_module_found_on_disk_counts_for_the_rules_that_certify(tmp_path):
+    """No import statement names a method module (the registry finds them in its package),
+    yet an edit of one's code moves the digests of the rules that certify, merge and report,
+    and a comment or docstring does not; neither moves another rule's. A method added, one
+    file, counts as well."""
+    src = library_copy(tmp_path)
+    digests = {s: code_identity.subcommand_digest(s, src) for s in (*CERTIFYING, "finetune")}
+    module = src / "certify" / "methods" / "cohen.py"
+    text = module.read_text()
+    code = "return Ceiling(self.n, self.alpha)"
+    assert code in text
+    module.write_text(text.replace('"""CERTIFY and PREDICT', '"""The CERTIFY and PREDICT')
+                      + "# a comment\n")
+    assert {s: code_identity.subcommand_digest(s, src) for s in digests} == digests
+    module.write_text(text.replace(code, "return Ceiling(self.n, self.alpha / 2)"))
+    edited = {s: code_identity.subcommand_digest(s, src) for s in digests}
+    assert {s for s in digests if edited[s] != digests[s]} == set(CERTIFYING)
+    module.write_text(text)
+    (src / "certify" / "methods" / "twin.py").write_text(
+        "from dmae.certify.methods.cohen import Cohen\n\n\n"
+        "class Twin(Cohen):\n    name = 'twin'\n")
+    added = {s: code_identity.subcommand_digest(s, src) for s in digests}
+    assert {s for s in digests if added[s] != digests[s]} == set(CERTIFYING)
+
+
+def test_what_the_method_registry_loads_counts_for_the_rules_that_certify():
+    """A fresh process that finds every method loads only modules those rules count."""
+    script = ("import json, sys; from dmae.certify import methods; methods.registered(); "
+              "print(json.dumps(sorted(n for n in sys.modules if n.startswith('dmae'))))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", script], check=True,
+                                           capture_output=True, text=True).stdout))
+    assert "dmae.certify.methods.adaptive" in loaded
+    for subcommand in CERTIFYING:
+        assert loaded <= code_identity.modules(subcommand), subcommand

@@ -9,10 +9,11 @@ fails while the committed one is stale.
 
 Which code counts for a rule: the part of the CLI its `dmae` subcommand runs (``cli_tree``:
 all but the other subcommands' functions and arguments), and every library module that part
-can import, following every import statement (inside functions too) and the packages that
-export lazily (``dmae.lazy_exports``); plus the data files those modules read
-(``DATA_FILES``). Everything else in the library (other stages, the DVC and browser tooling,
-``dmae.pipeline`` with its resources) is no rule's code.
+can import, following every import statement (inside functions too), the packages that
+export lazily (``dmae.lazy_exports``) and the packages whose modules a registry imports by
+finding them on disk (``DISCOVERED``: every certification method); plus the data files
+those modules read (``DATA_FILES``). Everything else in the library (other stages, the DVC
+and browser tooling, ``dmae.pipeline`` with its resources) is no rule's code.
 
 What does not count, because no output depends on it: comments, blank lines and formatting
 (the digest is over Python's syntax tree, not the text); docstrings and other bare strings;
@@ -39,7 +40,10 @@ SRC = Path(dmae.__file__).parent  # the library the `dmae` CLI runs
 IDENTITY_FILE = "workflow/code-identity.yaml"  # relative to the repository
 # Files that library modules read at run time, by the module that reads them.
 DATA_FILES = {"dmae.config": ("schemas/config.schema.yaml",),
-              "dmae.report.tables": ("reference_results.csv",)}
+              "dmae.report.reference": ("reference_results.csv",)}
+# Packages that import every module of theirs found on disk, not by an import statement:
+# whoever imports the package runs each of them (a certification method added is a file).
+DISCOVERED = ("dmae.certify.methods",)
 DIGEST_CHARS = 16  # of a sha256: 64 bits, ample to tell versions of one file apart
 
 HEADER = """\
@@ -253,6 +257,14 @@ def _imported(module: str, nodes: list[ast.AST], src: Path) -> set[str]:
     return {m for m in found if module_file(m, src) is not None}
 
 
+def _discovered(module: str, src: Path) -> set[str]:
+    """The modules that package ``module`` finds on disk and imports (``DISCOVERED``)."""
+    if module not in DISCOVERED:
+        return set()
+    folder = module_file(module, src).parent
+    return {f"{module}.{path.stem}" for path in folder.glob("*.py") if path.stem != "__init__"}
+
+
 def _import_nodes(tree: ast.AST) -> list[ast.AST]:
     return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
 
@@ -310,6 +322,7 @@ def modules(subcommand: str, src: Path = SRC) -> set[str]:
             continue
         seen.add(module)
         todo += _imported(module, _import_nodes(_parsed(module_file(module, src))), src)
+        todo += _discovered(module, src)
     return seen
 
 

@@ -27,11 +27,12 @@ from PIL import Image, UnidentifiedImageError
 
 from dmae import config as cfglib
 from dmae import devices, layout
-from dmae.certify.methods import build_certifier, method_settings
+from dmae.certify.base import ABSTAIN, Certificate, Prediction
+from dmae.certify.certifier import Certifier
+from dmae.certify.methods import from_config
 from dmae.certify.run import check_model
-from dmae.certify.smooth import ABSTAIN, Certificate, Certifier, Prediction
 from dmae.certify.stage import check_sigma, load_classifier
-from dmae.data import MANIFEST_NAME, DataError, get_dataset, read_manifest
+from dmae.data import DataError, get_dataset, read_manifest
 from dmae.data.base import ArrayDataset
 from dmae.data.datasets import pixels_to_tensor
 
@@ -132,8 +133,9 @@ def _opaque(image: Image.Image, path: Path) -> Image.Image:
 
 
 def with_method(cfg: dict, method: str | None) -> dict:
-    """A copy of ``cfg`` whose certify.method is ``method`` (validated again, which settles
-    the adaptive method's radius grid); ``cfg`` itself when ``method`` is None."""
+    """A copy of ``cfg`` whose certify.method is ``method`` (validated again, which fills in
+    that method's derived settings, e.g. the adaptive method's radius grid); ``cfg`` itself
+    when ``method`` is None."""
     if method is None:
         return cfg
     cfg = copy.deepcopy(cfg)
@@ -144,7 +146,7 @@ def with_method(cfg: dict, method: str | None) -> dict:
 def dataset_classes(cfg: dict) -> tuple[int, list[str] | None]:
     """The config's dataset's number of classes and their names (None when unknown): from the
     prepared folder's manifest when there is one, else from the dataset's spec."""
-    manifest = layout.prepared_dir(cfg) / MANIFEST_NAME
+    manifest = layout.prepared_dir(cfg) / layout.MANIFEST
     if manifest.is_file():
         try:
             found = read_manifest(manifest.parent)
@@ -200,11 +202,9 @@ def _prepare(cfg: dict, checkpoint, sigma: float, image_path, index: int,
     x = load_image(image_path, cfg, meta)
     model = model.to(device).eval()
     check_model(model, x, meta["num_classes"], device)
-    method, sampling = method_settings(cfg)
-    certifier = build_certifier(method, model, meta["num_classes"], sigma,
-                                batch_size=cfg["certify"]["batch_size"], device=device,
-                                amp=cfg["runtime"]["amp"], compile=cfg["runtime"]["compile"],
-                                **sampling)
+    certifier = Certifier(from_config(cfg), model, meta["num_classes"], sigma,
+                          batch_size=cfg["certify"]["batch_size"], device=device,
+                          amp=cfg["runtime"]["amp"], compile=cfg["runtime"]["compile"])
     return certifier, x
 
 
@@ -217,20 +217,12 @@ def describe_certificate(cert: Certificate, cfg: dict, label: int | None = None,
                          class_names: list[str] | None = None) -> list[str]:
     """Lines ``field: value`` of a certificate; radius and pA_lower at full precision (repr),
     as the dataset run's TSV writes them."""
-    method, sampling = method_settings(cfg)
-    if method == "adaptive":
-        note = ""
-        if cert.n_used == 0:
-            note = ", stopped after selection: the selected class is not the label"
-        estimation = (f"{cert.n_used} of at most {sampling['n_max'] or sampling['n']} "
-                      f"(adaptive{note})")
-    else:
-        estimation = f"{cert.n_used} ({method})"
+    method = from_config(cfg)
     lines = [f"class: {_class(cert.prediction, class_names)}",
              f"radius: {float(cert.radius)!r}",
              f"pA_lower: {float(cert.p_a_lower)!r}",
              f"nA: {cert.n_a}",
-             f"samples: n0 = {sampling['n0']}, estimation = {estimation}"]
+             f"samples: n0 = {method.n0}, estimation = {method.estimation_text(cert.n_used)}"]
     if label is not None:
         verdict = "yes" if cert.prediction == label else "no"
         name = f", {class_names[label]}" if class_names and 0 <= label < len(class_names) else ""
@@ -241,11 +233,7 @@ def describe_certificate(cert: Certificate, cfg: dict, label: int | None = None,
 def describe_prediction(prediction: Prediction, cfg: dict,
                         class_names: list[str] | None = None) -> list[str]:
     """Lines ``field: value`` of a PREDICT outcome."""
-    method, sampling = method_settings(cfg)
-    if method == "adaptive":
-        samples = f"{prediction.n_used} of at most {sampling['n_max'] or sampling['n']} (adaptive)"
-    else:
-        samples = f"{prediction.n_used} ({method})"
+    samples = from_config(cfg).estimation_text(prediction.n_used)
     return [f"class: {_class(prediction.prediction, class_names)}", f"samples: {samples}"]
 
 

@@ -34,7 +34,7 @@ from dmae.io import atomic_path, read_json, write_json
 from dmae.layout import meta_path, partial_path
 
 if TYPE_CHECKING:
-    from dmae.certify.smooth import Certificate
+    from dmae.certify.base import Certificate
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dmae.certify.methods import DEFAULT_METHOD, build_certifier
+from dmae.certify.certifier import build_certifier
+from dmae.certify.methods import DEFAULT_METHOD
+from dmae.certify.noise import DEFAULT_NOISE_CHUNK
 from dmae.certify.records import (
     FORMAT,
     HEADER,
@@ -38,7 +40,6 @@ from dmae.certify.records import (
     read_rows,
     settings_differences,
 )
-from dmae.certify.smooth import DEFAULT_NOISE_CHUNK
 from dmae.io import exclusive, read_json, write_json
 from dmae.layout import lock_path, meta_path, partial_path
 
@@ -223,7 +224,7 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
     depend on sharding, resuming or ``batch_size``. ``config`` (JSON-serializable, e.g. a model
     fingerprint) is stored with the settings. ``max_images`` stops after that many newly
     certified images (leaving a resumable ``.partial``). ``method`` names the certifier
-    (``dmae.certify.methods.certifiers``) and ``method_options`` are its settings beyond n0,
+    (a module of ``dmae.certify.methods``) and ``method_options`` are its settings beyond n0,
     n and alpha (e.g. the adaptive method's ``radii``). The model is moved to ``device``
     (default: CUDA when available) and put in eval mode. ``amp`` and ``compile`` take the values of
     ``runtime.amp`` and ``runtime.compile``: amp "auto" is fp32 on the CPU and bf16 on CUDA

@@ -22,8 +22,8 @@ _EXPORTS = {
     "fashion_mnist": ("FASHION_MNIST", "FashionMnistSpec"),
     "idx": ("parse_idx",),
     "imagenet": ("IMAGENET", "ImageNetSpec"),
-    "prepare": ("FORMAT_VERSION", "MANIFEST_NAME", "SPLITS", "manifest_hash", "prepare_dataset",
-                "read_manifest", "split_indices"),
+    "prepare": ("FORMAT_VERSION", "SPLITS", "manifest_hash", "prepare_dataset", "read_manifest",
+                "split_indices"),
     "registry": ("DATASET_NAMES", "DATASETS", "get_dataset"),
     "sources": ("SourceFile",),
 }
@@ -35,7 +35,6 @@ __all__ = [
     "FASHION_MNIST",
     "FORMAT_VERSION",
     "IMAGENET",
-    "MANIFEST_NAME",
     "SPLITS",
     "TASKS",
     "ArraySplit",

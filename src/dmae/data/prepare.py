@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path, read_json, sha256_file, write_json
+from ..layout import MANIFEST
 from .base import Dataset, spec_identity
 from .errors import DataError
 from .registry import get_dataset, with_expected_classes
@@ -28,7 +29,6 @@ from .sources import Loaded, Locations
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
@@ -127,7 +127,7 @@ def _settings(name, spec, val_size, split_seed, source_settings) -> dict[str, An
 
 
 def _is_up_to_date(out: Path, settings: dict[str, Any]) -> bool:
-    manifest_path = out / MANIFEST_NAME
+    manifest_path = out / MANIFEST
     if not manifest_path.is_file():
         return False
     try:
@@ -193,7 +193,7 @@ def _write_prepared(out, spec, loaded: Loaded, settings, val_size, split_seed) -
         # Which training items went to val, in the official order (traceability).
         np.save(tmp / "val_indices.npy", val_idx)
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        write_json(tmp / MANIFEST_NAME, manifest)
+        write_json(tmp / MANIFEST, manifest)
 
 
 def _write_index(path: Path, entries: list[tuple[str, int]]) -> None:
@@ -211,7 +211,7 @@ def _chw(hwc: tuple[int, int, int]) -> list[int]:
 # Read back by the stages that use a prepared folder.
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     """The manifest of a prepared folder; DataError if missing or of another format."""
-    path = Path(prepared_dir) / MANIFEST_NAME
+    path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: not found; prepare the dataset first (dmae prepare)")
     manifest = read_json(path)
@@ -225,7 +225,7 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
 
 def manifest_hash(prepared_dir: Path) -> str:
     """sha256 of ``manifest.json`` (recorded in checkpoints for traceability)."""
-    path = Path(prepared_dir) / MANIFEST_NAME
+    path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: not found; prepare the dataset first")
     return sha256_file(path)
