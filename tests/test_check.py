@@ -20,6 +20,7 @@ from dmae import config as cfglib
 from dmae.ops import check
 from dmae.ops.dvc import stages as dvcstages
 from dmae.ops.dvc import sync as dvcsync
+from dmae.report import registry
 from dmae.reproducibility import cpu_vendor
 
 
@@ -182,4 +183,4 @@ def test_the_committed_tables_and_figures_are_those_dvc_lock_records():
                     assert check.md5(REPO / out["path"]) == out["md5"], out["path"]
                     checked += 1
         cfg = cfglib.load(REPO / configfile)
-        assert checked >= len(layout.table_paths(cfg)) + len(layout.figure_paths(cfg))
+        assert checked >= len(registry.table_paths(cfg)) + len(registry.figure_paths(cfg))

@@ -16,6 +16,7 @@ from conftest import BIN, REPO
 from dmae import config as cfglib
 from dmae import layout
 from dmae.ops.dvc import stages as dvcstages
+from dmae.report import registry
 from dmae.report.curves import PAPER, THIS_RUN
 from dmae.train.state import METRIC_COLUMNS, write_metrics
 
@@ -39,11 +40,11 @@ def entries(plots: list[dict]):
 def test_every_plot_has_axes_a_title_and_a_known_template(configfile):
     cfg = cfglib.load(REPO / configfile)
     plots = dict(entries(plots_of(configfile)))
-    assert len(plots) == len(layout.CURVES) + len(layout.runs(cfg))
+    assert len(plots) == len(registry.curve_names()) + len(layout.runs(cfg))
     for key, props in plots.items():
         assert props["x"] and props["y"] and props["title"], key
         template = props["template"]
-        if template in layout.CURVES:
+        if template in registry.curve_names():
             content = (REPO / dvcstages.TEMPLATE_DIR / f"{template}.json").read_text()
             for anchor in ("DATA", "X", "Y", "TITLE"):
                 assert f"<DVC_METRIC_{anchor}>" in content, (template, anchor)
@@ -53,7 +54,7 @@ def test_every_plot_has_axes_a_title_and_a_known_template(configfile):
     where = (REPO / dvcstages.dvc_file(configfile)).parent
     curve_files = [(where / key).resolve() for key, p in plots.items()
                    if p["template"] != "simple"]
-    assert curve_files == [(REPO / p).resolve() for p in layout.curve_paths(cfg)]
+    assert curve_files == [(REPO / p).resolve() for p in registry.curve_paths(cfg)]
     for props in plots.values():
         if props["template"] == "simple":
             ((path, columns),) = props["y"].items()
@@ -75,7 +76,7 @@ def encoded_fields(node) -> set[str]:
 def test_the_templates_read_the_columns_the_report_writes():
     """Every field a curve template encodes or filters on is a column of the committed
     curves (or DVC's own `rev`), and the filters use the report's source names."""
-    for name, path in zip(layout.CURVES, layout.curve_paths(cfglib.load(REPO / DEFAULT)),
+    for name, path in zip(registry.curve_names(), registry.curve_paths(cfglib.load(REPO / DEFAULT)),
                           strict=True):
         columns = set(pd.read_csv(REPO / path).columns)
         assert {layout.CURVE_X, layout.CURVE_Y} <= columns
@@ -111,7 +112,7 @@ def plots_repo(tmp_path):
                     dirs_exist_ok=True)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots_of(DEFAULT)},
                                                       allow_unicode=True, sort_keys=False))
-    for path in layout.curve_paths(cfg):
+    for path in registry.curve_paths(cfg):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, tmp_path / path)
     for i, (model, method, sigma) in enumerate(layout.runs(cfg)):
@@ -130,7 +131,7 @@ def test_dvc_plots_show_draws_a_line_per_method_and_sigma(plots_repo):
     shown = json.loads(dvc(["plots", "show", "--json"], repo))
     assert "errors" not in shown, shown.get("errors")
     data = shown["data"]
-    curves = [layout.curve_paths(cfg)[0].as_posix(), layout.curve_paths(cfg)[1].as_posix()]
+    curves = [registry.curve_paths(cfg)[0].as_posix(), registry.curve_paths(cfg)[1].as_posix()]
     assert set(curves) <= set(data)
     (per_sigma,) = data[curves[0]]
     spec = per_sigma["content"]
@@ -150,7 +151,7 @@ def test_dvc_plots_show_draws_a_line_per_method_and_sigma(plots_repo):
 
 def test_dvc_plots_diff_compares_two_commits(plots_repo):
     repo, cfg = plots_repo
-    path = repo / layout.curve_paths(cfg)[1]
+    path = repo / registry.curve_paths(cfg)[1]
     table = pd.read_csv(path)
     table[layout.CURVE_Y] = table[layout.CURVE_Y] / 2  # another run, in the working tree
     table.to_csv(path, index=False)

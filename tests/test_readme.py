@@ -14,7 +14,8 @@ from workflow_runs import smoke_cfg, write_config
 from dmae import config as cfglib
 from dmae import reproducibility
 from dmae.io import sha256_file
-from dmae.report.readme import END, check_readme, run_info, start_marker, update_readme
+from dmae.report.readme import END, check_readme, start_marker, update_readme
+from dmae.report.run_info import run_info
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -15,14 +15,8 @@ from dmae.report.figures import (
     plot_certified_accuracy,
     reconstruction_grid,
 )
-from dmae.report.tables import (
-    best_sigma_table,
-    paper_comparison_table,
-    per_sigma_table,
-    to_latex,
-    to_markdown,
-    write_table,
-)
+from dmae.report.render import to_latex, to_markdown, write_table
+from dmae.report.tables import best_sigma_table, paper_comparison_table, per_sigma_table
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 

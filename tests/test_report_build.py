@@ -14,12 +14,14 @@ from conftest import REPO
 
 from dmae import config as cfglib
 from dmae import layout
-from dmae.certify import SequentialPlan, meta_path
-from dmae.certify.smooth import certify_from_counts
+from dmae.certify import SequentialPlan, certify_from_counts, meta_path
 from dmae.io import write_json
+from dmae.report import registry
 from dmae.report.analysis import radius_ceiling
-from dmae.report.build import checkpoint_json, report_runs, summary_markdown, write_report
-from dmae.report.tables import read_reference
+from dmae.report.build import write_report
+from dmae.report.reference import read_reference
+from dmae.report.runs import checkpoint_json, report_runs
+from dmae.report.summary import summary_markdown
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\tn0\tn\tnA\tpA_lower\tn_used\n"
 
@@ -87,13 +89,13 @@ def published_methods(dataset: str) -> list[str]:
 def test_write_report_writes_every_declared_output(cfg):
     populate(cfg)
     written = write_report(cfg)
-    declared = layout.table_paths(cfg) + layout.figure_paths(cfg)
+    declared = registry.table_paths(cfg) + registry.figure_paths(cfg)
     assert written == declared
     assert {p.name for p in declared} >= {"base_classifiers.md", "summary.md",
                                           "paper_comparison.tex", "best_over_sigma.pdf"}
     for path in declared:
         assert path.is_file() and path.stat().st_size > 0, path
-    for path in layout.figure_paths(cfg):
+    for path in registry.figure_paths(cfg):
         magic = b"\x89PNG" if path.suffix == ".png" else b"%PDF"
         assert path.read_bytes()[:4] == magic
     # nothing else (no leftover temporary files) in the output folders
@@ -121,7 +123,7 @@ def test_metrics_json_holds_the_numbers_for_dvc(cfg):
 
 def test_write_report_without_any_finished_run(cfg):
     written = write_report(cfg)  # a fresh results tree: nothing fine-tuned or certified
-    assert written == layout.table_paths(cfg) + layout.figure_paths(cfg)
+    assert written == registry.table_paths(cfg) + registry.figure_paths(cfg)
     assert all(p.is_file() for p in written)
     best = read_table(cfg, "best_over_sigma")
     assert list(best["method"]) == ["rs", "dmae"] and set(best["r=0"]) == {""}
@@ -293,7 +295,8 @@ def test_an_adaptive_certification_is_named_with_its_cost_and_ceiling(cfg):
     assert f"- certification: adaptive (estimation samples in rounds, each image stopped once " \
            f"its answer at radii {grid} is settled; at most n_max = 50), n0 = 10, " in text
     assert "ACR is not comparable between certification methods" in text
-    plan = SequentialPlan(sigma=0.5, alpha=0.001, n_max=50, radii=cfg["report"]["radii"])
+    plan = SequentialPlan(sigma=0.5, alpha=0.001, n_max=50, radii=cfg["report"]["radii"],
+                          first_look=100, growth=2.0)  # the schema's defaults
     ceiling = radius_ceiling(50, plan.levels[-1], 0.5)
     assert f"| 0.5 (K = {len(plan.looks)} looks) | {ceiling:.4f} |" in text
     assert "| dmae | 0.5 | 5 | 2 | 2 | 50 | done |" in text  # (10 + 0 + 4 x (10 + 50)) / 5

@@ -8,6 +8,7 @@ import pytest
 from test_report import REFERENCE, runs  # noqa: F401  (runs: a fixture)
 
 from dmae import layout
+from dmae.report import registry
 from dmae.report.analysis import Run, certified_accuracy, load
 from dmae.report.curves import (
     BEST_COLUMNS,
@@ -19,7 +20,7 @@ from dmae.report.curves import (
     certified_accuracy_curves,
 )
 from dmae.report.figures import plot_best_over_sigma, plot_certified_accuracy
-from dmae.report.tables import published_accuracy, read_reference
+from dmae.report.reference import published_accuracy, read_reference
 
 
 @pytest.fixture
@@ -106,6 +107,6 @@ def test_figures_mark_the_papers_points_only_where_it_has_some(tmp_path, runs, r
 
 def test_the_curves_are_report_outputs_in_the_tables_folder(tmp_path):
     cfg = {"name": "x", "paths": {"results": str(tmp_path)}, "methods": {}}
-    paths = layout.curve_paths(cfg)
-    assert [p.name for p in paths] == [f"{n}_curves.csv" for n in layout.CURVES]
-    assert set(paths) <= set(layout.table_paths(cfg))  # the report rule's outputs
+    paths = registry.curve_paths(cfg)
+    assert [p.name for p in paths] == [f"{n}_curves.csv" for n in registry.curve_names()]
+    assert set(paths) <= set(registry.table_paths(cfg))  # the report rule's outputs

@@ -23,6 +23,7 @@ from workflow_runs import run_outputs, smoke_cfg, snakemake, write_config
 from dmae import config as cfglib
 from dmae import layout, pipeline
 from dmae.data import load_split
+from dmae.report import registry
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                                   reason="Debian's dataset-fashion-mnist is not installed")
@@ -52,7 +53,7 @@ def test_bad_config_fails_before_any_job(tmp_path):
 def test_smoke_run_produces_every_table_and_figure(smoke_run):
     workdir, _, cfg = smoke_run
     recons = [layout.reconstruction_figure(cfg, m, p) for m, p in layout.used_pretrainings(cfg)]
-    expected = [*layout.table_paths(cfg), *layout.figure_paths(cfg), *recons]
+    expected = [*registry.table_paths(cfg), *registry.figure_paths(cfg), *recons]
     for path in expected:
         assert (workdir / path).stat().st_size > 0, path
     certified = len(range(cfg["certify"].get("start", 0), 10_000, cfg["certify"]["stride"]))
@@ -257,8 +258,8 @@ def test_a_comment_and_a_docstring_in_every_library_file_rerun_nothing(smoke_run
     ("models/common.py", "IMAGENET_STD = (0.229, 0.224, 0.225)",
      "IMAGENET_STD = (0.229, 0.224, 0.226)",
      {"pretrain", "reconstructions", "finetune", "certify_shard", "merge_certify", "report"}),
-    # the report's tables: the report only
-    ("report/tables.py", "REFERENCE_RESULTS = ", "REFERENCE_RESULTS = REFERENCE_RESULTS_ = ",
+    # the report's reference data: the report only
+    ("report/reference.py", "REFERENCE_RESULTS = ", "REFERENCE_RESULTS = REFERENCE_RESULTS_ = ",
      {"report"}),
     # the certification loop: the certifications and what follows, not the training
     ("certify/run.py", "def normalize_shard(", "UNUSED = 1\n\n\ndef normalize_shard(",
@@ -299,7 +300,7 @@ def test_make_reproduce_in_a_fresh_clone_computes_what_its_committed_tables_came
     reproduce remakes the report (--forcerun report), so the whole chain runs."""
     config = library_copy / "config" / "smoke.yaml"
     cfg = cfglib.load(config)
-    assert all((library_copy / p).is_file() for p in layout.table_paths(cfg))
+    assert all((library_copy / p).is_file() for p in registry.table_paths(cfg))
     assert planned_jobs(snakemake(library_copy, config, "-n", checkout=library_copy)) == {}
     # The Makefile's own first command, dry
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}

@@ -32,8 +32,9 @@ from workflow_runs import snakemake, write_config
 from dmae import config as cfglib
 from dmae import layout
 from dmae.data import get_dataset, load_split, read_manifest
+from dmae.report import registry
 from dmae.report.analysis import radius_ceiling
-from dmae.report.tables import REFERENCE_RESULTS
+from dmae.report.reference import REFERENCE_RESULTS
 
 # n01440764 comes third: write_imagenet_fixture(odd_modes=True) makes the first validation
 # file of the third wnid a CMYK JPEG, and this wnid sorts first, so that file is test image 0,
@@ -112,7 +113,7 @@ def test_every_stage_ran_and_left_its_outputs_and_logs(imagenet_run):
                                   "finetune": runs, "certify_shard": 2 * runs,
                                   "merge_certify": runs, "report": 1, "default": 1}
     assert layout.runs(cfg) == [("vit_b", "dmae", s) for s in SIGMAS]
-    outputs = [*layout.table_paths(cfg), *layout.figure_paths(cfg),
+    outputs = [*registry.table_paths(cfg), *registry.figure_paths(cfg),
                layout.reconstruction_figure(cfg, "vit_b", "dmae"),
                layout.pretrain_dir(cfg, "vit_b", "dmae") / "last.safetensors"]
     for sigma in SIGMAS:

@@ -26,16 +26,13 @@ METRICS_CSV = "metrics.csv"  # one row per epoch of what a training learned
 TIMING_CSV = "timing.csv"  # how long each epoch took (no rerun reproduces it)
 RUN_RECORD = "run.json"  # the settings, inputs and code a training ran with
 
-TABLES = ("certified_accuracy", "best_over_sigma", "paper_comparison", "base_classifiers")
+# The report's files; which tables and figures a config has is dmae.report.registry's
 TABLE_FORMATS = ("csv", "md", "tex")
 SUMMARY = "summary.md"  # the report's notes (budget, radius ceiling, missing runs), in tables/
 METRICS = "metrics.json"  # certified accuracies and ACR as numbers, for `dvc metrics diff`
-SEED_TABLE = "seed_spread"  # only for configs with replicates (methods sharing a recipe)
-FIGURES = ("certified_accuracy", "best_over_sigma")
 FIGURE_FORMATS = ("png", "pdf")
 # The figures' curves in long format (one row per curve and radius, dmae.report.curves), for
 # the DVC plots that dmae.ops.dvc.stages declares with these axes
-CURVES = FIGURES
 CURVE_X, CURVE_Y = "radius", "certified accuracy %"
 
 
@@ -54,6 +51,10 @@ PATTERNS = {
     "certified": "{certified}/{model}/{method}/sigma_{sigma}.tsv",
     "certified_shard": "{certified}/{model}/{method}/sigma_{sigma}/shard_{shard}-of-{shards}.tsv",
     "reconstructions": "{results}/figures/reconstructions_{model}-{pretraining}.png",
+    "table": "{results}/tables/{table}.{format}",
+    "report_file": "{results}/tables/{file}",  # SUMMARY, METRICS
+    "curves": "{results}/tables/{figure}_curves.csv",
+    "figure": "{results}/figures/{figure}.{format}",
     "log": "{results}/logs/{job}.log",
     "benchmark": "{results}/benchmarks/{job}.tsv",
 }
@@ -70,10 +71,20 @@ JOB_RECORDS = {
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
-def _config_fields(cfg: dict) -> dict[str, str]:
-    return {"results": str(results_dir(cfg)), "data": cfg["paths"]["data"],
-            "dataset": cfg["dataset"]["name"], "certified": str(certify_dir(cfg)),
-            "certify_kind": certify_dir(cfg).name, "shards": str(cfg["certify"]["shards"])}
+# The fields a config fills in, each read only where a pattern names it.
+_CONFIG_FIELDS = {
+    "results": lambda cfg: str(results_dir(cfg)),
+    "data": lambda cfg: cfg["paths"]["data"],
+    "dataset": lambda cfg: cfg["dataset"]["name"],
+    "certified": lambda cfg: str(certify_dir(cfg)),
+    "certify_kind": lambda cfg: certify_dir(cfg).name,
+    "shards": lambda cfg: str(cfg["certify"]["shards"]),
+}
+
+
+def _config_fields(cfg: dict, template: str) -> dict[str, str]:
+    return {name: _CONFIG_FIELDS[name](cfg) for name in _FIELD.findall(template)
+            if name in _CONFIG_FIELDS}
 
 
 def fill(template: str, **fields) -> str:
@@ -86,7 +97,7 @@ def pattern(cfg: dict, name: str, **fields) -> str:
     file-name form, ``sigma_key``) and the job's other fields left open."""
     if "sigma" in fields:
         fields["sigma"] = sigma_key(fields["sigma"])
-    return fill(PATTERNS[name], **_config_fields(cfg), **fields)
+    return fill(PATTERNS[name], **_config_fields(cfg, PATTERNS[name]), **fields)
 
 
 def path(cfg: dict, name: str, **fields) -> Path:
@@ -99,7 +110,8 @@ def path(cfg: dict, name: str, **fields) -> Path:
 
 def job_record(cfg: dict, kind: str, rule: str, **fields) -> str:
     """The log (``kind`` "log") or benchmark ("benchmark") of a job of ``rule``."""
-    return pattern(cfg, kind, job=fill(JOB_RECORDS[rule], **_config_fields(cfg)), **fields)
+    job = fill(JOB_RECORDS[rule], **_config_fields(cfg, JOB_RECORDS[rule]))
+    return pattern(cfg, kind, job=job, **fields)
 
 
 def checkpoint_files(stem: str | os.PathLike) -> list[Path]:
@@ -221,30 +233,10 @@ def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
 
 
 def has_replicates(cfg: dict) -> bool:
-    """Whether some recipe is run by several methods (seeds), so the report adds SEED_TABLE."""
+    """Whether some recipe is run by several methods (seeds), so the report adds its seed
+    table."""
     recipes = [m["recipe"] for m in cfg["methods"].values() if m.get("recipe")]
     return len(recipes) != len(set(recipes))
-
-
-def table_names(cfg: dict) -> tuple[str, ...]:
-    return TABLES + ((SEED_TABLE,) if has_replicates(cfg) else ())
-
-
-def table_paths(cfg: dict) -> list[Path]:
-    """Every file of the tables folder the report writes: each table in each format, the
-    summary and the metrics JSON."""
-    tables = results_dir(cfg) / "tables"
-    return [tables / f"{name}.{ext}" for name in table_names(cfg) for ext in TABLE_FORMATS] + [
-        tables / SUMMARY, tables / METRICS, *curve_paths(cfg)]
-
-
-def curve_paths(cfg: dict) -> list[Path]:
-    return [results_dir(cfg) / "tables" / f"{name}_curves.csv" for name in CURVES]
-
-
-def figure_paths(cfg: dict) -> list[Path]:
-    return [results_dir(cfg) / "figures" / f"{name}.{ext}"
-            for name in FIGURES for ext in FIGURE_FORMATS]
 
 
 def reconstruction_figure(cfg: dict, model: str, pretraining: str) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmae import code_identity, layout
+from dmae.report import registry
 
 # The runtime settings every training reads (dmae.config adds them to its hyperparameters).
 RUNTIME_TRAIN = ("runtime.seed", "runtime.num_workers", "runtime.amp", "runtime.compile",
@@ -67,8 +68,8 @@ def _report_inputs(cfg: dict) -> dict:
 
 
 def _report_outputs(cfg: dict) -> dict:
-    return {"tables": [str(p) for p in layout.table_paths(cfg)],
-            "figures": [str(p) for p in layout.figure_paths(cfg)]}
+    return {"tables": [str(p) for p in registry.table_paths(cfg)],
+            "figures": [str(p) for p in registry.figure_paths(cfg)]}
 
 
 def _checkpoint(cfg: dict, name: str, stem: str, **fields) -> dict:

@@ -31,7 +31,7 @@ from dmae.io import write_json
 from dmae.ops.dvc.stages import posix
 from dmae.ops.dvc.sync import outputs, pipeline_of, tool
 from dmae.report.compare import compare_runs, format_comparison
-from dmae.report.readme import run_info_path
+from dmae.report.run_info import run_info_path
 from dmae.reproducibility import cpu_vendor, other_vendor_note
 
 

@@ -24,14 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmae.report.tables import HI, LO, interval_columns
+from dmae.report.columns import HI, LO, interval_columns
+from dmae.report.registry import compared_tables
 
-# Tables compared and the columns that name a row in them.
-TABLE_KEYS = {
-    "certified_accuracy": ("method", "sigma"),
-    "best_over_sigma": ("method",),
-    "base_classifiers": ("method", "sigma"),
-}
 DECIDING_WITHOUT_INTERVAL = ("images",)
 
 IDENTICAL, WITHIN, BEYOND, DIFFERENT, MISSING = (
@@ -111,7 +106,7 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
     """Every cell of the tables both runs should have, judged (see the module docstring)."""
     folders = tables_dir(run_a), tables_dir(run_b)
     comparison = Comparison(Path(run_a), Path(run_b))
-    for name, keys in TABLE_KEYS.items():
+    for name, keys in compared_tables().items():
         a, b = (_read(folder, name) for folder in folders)
         if a is None and b is None:
             continue
@@ -141,7 +136,7 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
                                              verdict, note))
     if not comparison.cells:
         raise FileNotFoundError(f"{folders[0]} and {folders[1]}: no tables to compare "
-                                f"(expected {', '.join(n + '.csv' for n in TABLE_KEYS)})")
+                                f"(expected {', '.join(n + '.csv' for n in compared_tables())})")
     return comparison
 
 

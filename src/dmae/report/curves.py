@@ -30,7 +30,7 @@ from dmae.report.analysis import (
     load,
     radius_grid,
 )
-from dmae.report.tables import published_accuracy
+from dmae.report.reference import published_accuracy
 
 CURVE_POINTS = 101
 VALUE = CURVE_Y

@@ -1,17 +1,14 @@
-"""Certified-accuracy tables as CSV, Markdown and LaTeX.
+"""The report's tables as DataFrames, from the runs' certification TSVs and checkpoints.
 
-Certified accuracies are in percent, columns named ``r=<radius>`` (or ending in ``%``); ``ACR``
-is the average certified radius. Each certified accuracy and ACR has its 95% interval over the
-certified images in the columns ``<column> lo`` and ``<column> hi`` (Clopper-Pearson; a
-t-interval for the ACR); Markdown and LaTeX show it as ``value ±h``, h the larger of the two
-sides. They also show the best value of each accuracy/ACR column in bold (every tied cell,
-compared as displayed) and "not run" for runs whose TSV does not exist yet; "—" marks a number
-the paper does not report. The LaTeX uses booktabs rules.
+Certified accuracies are in percent with their 95% intervals over the certified images
+(Clopper-Pearson; a t-interval for the ACR) in the interval columns of ``columns``; runs whose
+TSV does not exist yet keep their rows with missing values. ``render`` writes the tables.
 
-Tables: ``per_sigma_table`` (one row per method and sigma), ``best_sigma_table`` (best over
-sigma per method), ``paper_comparison_table`` (the published numbers of every dataset in
-reference_results.csv next to this project's) and ``base_classifier_table`` (the fine-tuned
-checkpoints' validation metrics and their certification at radius 0).
+``per_sigma_table`` (one row per method and sigma), ``best_sigma_table`` (best over sigma per
+method), ``seed_spread_table`` (mean and spread over the seeds of each recipe),
+``paper_comparison_table`` (the published numbers of every dataset in reference_results.csv
+next to this project's) and ``base_classifier_table`` (the fine-tuned checkpoints' validation
+metrics and their certification at radius 0).
 """
 
 from __future__ import annotations
@@ -19,11 +16,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
-from dmae.io import atomic_path, read_json
+from dmae.io import read_json
 from dmae.report.analysis import (
     Run,
     accuracy_by_sigma,
@@ -38,24 +34,15 @@ from dmae.report.analysis import (
     forward_passes,
     load,
 )
-
-NOT_RUN = "not run"
-NOT_REPORTED = "—"
-
-# The published numbers (DMAE Tables 1 and 3, Cohen et al.'s per-sigma tables).
-REFERENCE_RESULTS = Path(__file__).resolve().parents[1] / "reference_results.csv"
-
-
-def radius_column(r: float) -> str:
-    return f"r={float(r):g}"
-
-
-LO, HI = " lo", " hi"  # suffixes of a column's interval bounds
-
-
-def interval_columns(column: str) -> tuple[str, str]:
-    """Names of the columns holding ``column``'s 95% interval."""
-    return column + LO, column + HI
+from dmae.report.columns import (
+    NOT_REPORTED,
+    NOT_RUN,
+    interval_columns,
+    radius_column,
+    value_columns,
+)
+from dmae.report.reference import REFERENCE_RESULTS, read_reference, same_sigma
+from dmae.report.render import decimals
 
 
 def _with_interval(row: dict, column: str, value: float, interval: tuple[float, float],
@@ -74,11 +61,6 @@ def _accuracy_cells(df: pd.DataFrame, radii: Sequence[float]) -> dict:
                        tuple(bounds.loc[float(r)]), scale=100)
     _with_interval(row, "ACR", average_certified_radius(df), acr_interval(df))
     return row
-
-
-def _value_columns(radii: Sequence[float]) -> list[str]:
-    """The columns that carry an interval: certified accuracy per radius, then the ACR."""
-    return [*map(radius_column, radii), "ACR"]
 
 
 def _missing_cells(columns: Sequence[str]) -> dict:
@@ -117,7 +99,7 @@ def per_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd.
         else:
             row.update({"images": pd.NA, "correct": pd.NA, "abstained": pd.NA,
                         "certification": pd.NA, "passes/image": pd.NA})
-            row.update(_missing_cells(_value_columns(radii)))
+            row.update(_missing_cells(value_columns(radii)))
         rows.append(row)
     table = pd.DataFrame(rows)
     for column in ("images", "correct", "abstained"):
@@ -139,7 +121,7 @@ def best_sigma_table(runs: Sequence, dataset: str, radii: Sequence[float]) -> pd
         done = [run for run in method_runs if run.done]
         row: dict = {"method": method_runs[0].display,
                      "sigmas": ",".join(f"{r.sigma:g}" for r in done)}
-        columns = _value_columns(radii)
+        columns = value_columns(radii)
         row.update(_missing_cells(columns))
         for run in done:  # keep each column's best value, with its own interval
             cells = _accuracy_cells(load(run.tsv), radii)
@@ -165,7 +147,7 @@ def seed_spread_table(runs: Sequence, dataset: str, radii: Sequence[float],
     recipe (default: its id), ``recipe`` is the id.
     """
     selected = [run for run in _dataset_runs(runs, dataset) if run.recipe]
-    columns = _value_columns(radii)
+    columns = value_columns(radii)
     rows = []
     for recipe in dict.fromkeys(run.recipe for run in selected):
         of_recipe = [run for run in selected if run.recipe == recipe]
@@ -197,40 +179,13 @@ def seed_spread_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["method", "sigma", "seeds"]].copy()  # the recipe id is for programs
     values = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     for column in values:
-        decimals = _decimals(column)
+        places = decimals(column)
         shown[column] = [
             NOT_RUN if pd.isna(row[f"{column} mean"]) else
-            f"{row[f'{column} mean']:.{decimals}f} ({row[f'{column} min']:.{decimals}f}–"
-            f"{row[f'{column} max']:.{decimals}f})"
+            f"{row[f'{column} mean']:.{places}f} ({row[f'{column} min']:.{places}f}–"
+            f"{row[f'{column} max']:.{places}f})"
             for _, row in table.iterrows()]
     return shown
-
-
-def read_reference(reference_csv: str | os.PathLike = REFERENCE_RESULTS) -> pd.DataFrame:
-    """reference_results.csv with ``sigma`` as text ("best" or a number) and float radii."""
-    reference = pd.read_csv(reference_csv, dtype={"sigma": str})
-    missing = [c for c in ("dataset", "method", "sigma", "radius", "certified_accuracy_pct")
-               if c not in reference.columns]
-    if missing:
-        raise ValueError(f"{reference_csv}: missing columns {missing}")
-    reference["radius"] = reference["radius"].astype(float)
-    return reference
-
-
-def published_accuracy(reference: pd.DataFrame, method: str | None, dataset: str,
-                       sigma: str | float = "best") -> pd.Series | None:
-    """The published certified accuracy (%) of ``method`` on ``dataset`` at ``sigma`` ("best"
-    or a noise level), indexed by radius (from ``read_reference``); None when the reference
-    has no such numbers (or ``method`` is None: a run with no published counterpart)."""
-    if method is None:
-        return None
-    rows = reference[(reference["method"] == method) & (reference["dataset"] == dataset)
-                     & reference["sigma"].map(lambda s: _same_sigma(s, sigma))]
-    if rows.empty:
-        return None
-    return pd.Series(rows["certified_accuracy_pct"].to_numpy(dtype=float),
-                     index=pd.Index(rows["radius"].to_numpy(dtype=float), name="radius"),
-                     name=method).sort_index()
 
 
 COMPARISON_COLUMNS = ["dataset", "method", "radius", "paper %", "this run %", "run"]
@@ -259,7 +214,7 @@ def paper_comparison_table(runs: Sequence, dataset: str | Sequence[str] | None =
     """
     all_runs = as_runs(runs)
     reference = read_reference(reference_csv)
-    reference = reference[reference["sigma"].map(lambda s: _same_sigma(s, sigma))]
+    reference = reference[reference["sigma"].map(lambda s: same_sigma(s, sigma))]
     if dataset is None:
         datasets = list(dict.fromkeys(reference["dataset"]))
         if not datasets:
@@ -274,7 +229,7 @@ def paper_comparison_table(runs: Sequence, dataset: str | Sequence[str] | None =
         return reference_dataset or run.dataset
 
     def at_sigma(method_runs: list[Run]) -> list[Run]:
-        return [r for r in method_runs if sigma == "best" or _same_sigma(r.sigma, sigma)]
+        return [r for r in method_runs if sigma == "best" or same_sigma(r.sigma, sigma)]
 
     def accuracy(method_runs: list[Run], at: Sequence[float]) -> pd.Series | None:
         curves = accuracy_by_sigma(at_sigma(method_runs), at)
@@ -376,138 +331,3 @@ def _checkpoint_meta(run: Run) -> dict | None:
     if not isinstance(meta, dict):
         raise ValueError(f"{run.checkpoint}: expected a JSON object of checkpoint metadata")
     return meta
-
-
-def _same_sigma(a, b) -> bool:
-    if str(a) == "best" or str(b) == "best":
-        return str(a) == str(b)
-    return math.isclose(float(a), float(b))
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------------------------
-
-
-TEXT_COLUMNS = ("dataset", "method", "sigmas", "run", "certification")  # left-aligned
-
-
-def default_bold_columns(table: pd.DataFrame) -> list[str]:
-    """Accuracy (``r=<radius>``, ``... acc %``) and ACR columns: where the best is marked."""
-    return [c for c in _shown_columns(table)
-            if c.startswith("r=") or c == "ACR" or c.endswith("acc %")]
-
-
-def _decimals(column: str) -> int | None:
-    if column.startswith("r=") or column.endswith("%"):
-        return 1
-    return 3 if column == "ACR" else None
-
-
-def _format_cell(column: str, value, interval: tuple | None = None) -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return NOT_RUN
-    if isinstance(value, str):
-        return value
-    decimals = _decimals(column)
-    if decimals is not None:
-        text = f"{value:.{decimals}f}"
-        if interval is not None and not any(pd.isna(v) for v in interval):
-            # the larger side of the (possibly asymmetric) interval: never understated
-            text += f" ±{max(value - interval[0], interval[1] - value):.{decimals}f}"
-        return text
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _shown_columns(table: pd.DataFrame) -> list[str]:
-    """The columns a reader sees: interval bounds are folded into their value's cell."""
-    bounds = {c for column in table.columns for c in interval_columns(str(column))}
-    return [str(c) for c in table.columns if str(c) not in bounds]
-
-
-def _display(table: pd.DataFrame, bold_columns: Sequence[str] | None
-             ) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Headers, formatted cells and bold flags (best displayed value per bold column)."""
-    bold_columns = default_bold_columns(table) if bold_columns is None else list(bold_columns)
-    headers = _shown_columns(table)
-    cells = []
-    for _, row in table.iterrows():
-        cells.append([_format_cell(c, row[c], tuple(row[b] for b in interval_columns(c))
-                                   if interval_columns(c)[0] in table.columns else None)
-                      for c in headers])
-    bold = [[False] * len(headers) for _ in cells]
-    for j, column in enumerate(headers):
-        if column not in bold_columns:
-            continue
-        numbers = {i: _leading_number(row[j]) for i, row in enumerate(cells)}
-        numbers = {i: v for i, v in numbers.items() if v is not None}
-        if numbers:
-            best = max(numbers.values())
-            for i, value in numbers.items():
-                bold[i][j] = value == best
-    return headers, cells, bold
-
-
-def _leading_number(text: str) -> float | None:
-    """The value of a cell as displayed ("63.0 ±4.3" -> 63.0), None if it is no number."""
-    try:
-        return float(text.split(" ±")[0])
-    except ValueError:
-        return None
-
-
-def to_markdown(table: pd.DataFrame, bold_columns: Sequence[str] | None = None) -> str:
-    """GitHub Markdown table; best cells as ``**x**``."""
-    headers, cells, bold = _display(table, bold_columns)
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" if h in TEXT_COLUMNS else "---:" for h in headers) + "|"]
-    for row, flags in zip(cells, bold, strict=True):
-        shown = [f"**{c}**" if b else c for c, b in zip(row, flags, strict=True)]
-        lines.append("| " + " | ".join(shown) + " |")
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def to_latex(table: pd.DataFrame, bold_columns: Sequence[str] | None = None) -> str:
-    """A booktabs ``tabular``; best cells as ``\\textbf{x}``."""
-    headers, cells, bold = _display(table, bold_columns)
-    align = "".join("l" if h in TEXT_COLUMNS else "r" for h in headers)
-    lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-             " & ".join(latex_escape(h) for h in headers) + " \\\\", "\\midrule"]
-    for row, flags in zip(cells, bold, strict=True):
-        shown = [f"\\textbf{{{latex_escape(c)}}}" if b else latex_escape(c)
-                 for c, b in zip(row, flags, strict=True)]
-        lines.append(" & ".join(shown) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(table: pd.DataFrame, paths: Sequence[str | os.PathLike] | str | os.PathLike,
-                bold_columns: Sequence[str] | None = None) -> None:
-    """Write ``table`` to each path, the format chosen by suffix (.csv, .md, .tex), atomically.
-
-    The CSV keeps numbers (6 decimals) with their interval columns, no bold markers.
-    """
-    for path in [paths] if isinstance(paths, str | os.PathLike) else paths:
-        path = Path(path)
-        if path.suffix == ".csv":
-            # 6 decimals: 72.24, not the float sum's 72.24000000000001
-            text = table.round(6).to_csv(index=False)
-        elif path.suffix == ".md":
-            text = to_markdown(table, bold_columns)
-        elif path.suffix == ".tex":
-            text = to_latex(table, bold_columns)
-        else:
-            raise ValueError(f"{path}: unknown table format (use .csv, .md or .tex)")
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)

@@ -20,6 +20,7 @@ from dmae import code_identity, layout, pipeline
 from dmae import config as cfglib
 from dmae.config import sigma_key
 from dmae.layout import meta_path
+from dmae.report import registry
 
 DEFAULT_CONFIG = "config/default.yaml"
 # The configs whose pipelines are committed. Others may share outputs with one of these (the
@@ -54,7 +55,8 @@ def _wdir(dvc_yaml: str) -> str | None:
     depth = len(PurePosixPath(path).parent.parts)
     return "/".join([".."] * depth) or None
 
-# Vega-Lite templates of the curve plots: .dvc/plots/<name>.json for each name of layout.CURVES
+# Vega-Lite templates of the curve plots: .dvc/plots/<name>.json for each of
+# dmae.report.registry.curve_names()
 TEMPLATE_DIR = ".dvc/plots"
 CURVE_TITLES = {"certified_accuracy": "certified accuracy per σ",
                 "best_over_sigma": "best certified accuracy over σ"}
@@ -179,7 +181,7 @@ def dvc_plots(cfg: dict, wdir: str | None = None) -> list[dict]:
         return posix(PurePosixPath(wdir) / posix(path)) if wdir else posix(path)
 
     plots: list[dict] = []
-    for name, path in zip(layout.CURVES, layout.curve_paths(cfg), strict=True):
+    for name, path in zip(registry.curve_names(), registry.curve_paths(cfg), strict=True):
         plots.append({rel(path): {
             "template": name, "x": layout.CURVE_X, "y": layout.CURVE_Y,
             "title": f"{cfg['name']}: {CURVE_TITLES[name]}"
