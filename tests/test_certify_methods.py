@@ -20,7 +20,7 @@ from data_fixtures import write_fashion_mnist_fixture
 from dmae import config as cfglib
 from dmae import layout
 from dmae.certify import methods
-from dmae.certify.base import Ceiling, Method
+from dmae.certify.base import Ceiling, CertificationMethod
 from dmae.certify.methods.cohen import Cohen
 from dmae.checkpoint import save_checkpoint
 from dmae.code_identity import SRC
@@ -35,11 +35,11 @@ BONFERRONI = textwrap.dedent('''\
 
     from __future__ import annotations
 
-    from dmae.certify.base import ABSTAIN, Ceiling, Certificate, Method, Prediction
+    from dmae.certify.base import ABSTAIN, Ceiling, Certificate, CertificationMethod, Prediction
     from dmae.certify.checks import check_positive_int
 
 
-    class Bonferroni(Method):
+    class Bonferroni(CertificationMethod):
         name = "bonferroni"
         summary = "Cohen et al.'s CERTIFY at level alpha / share"
         settings = {"share": {"type": "integer", "minimum": 1, "default": 2,
@@ -196,7 +196,7 @@ def test_a_setting_of_another_method_is_refused_naming_it():
 def test_a_method_without_its_text_cannot_be_built():
     """What the report says of a method (its ceiling) is part of the method: a class that
     leaves it out is abstract, and the registry passes over it."""
-    class Untold(Method):
+    class Untold(CertificationMethod):
         name = "untold"
         summary = "certifies"
 

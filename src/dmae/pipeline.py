@@ -1,9 +1,9 @@
-"""The workflow's rules, described once: the command each runs, the settings it reads, and
-the resources it asks for.
+"""The workflow's rules, described once: the command each runs, its jobs, what they read and
+write, the settings they read and the resources they ask for.
 
-workflow/rules/*.smk and the dvc.yaml generator (dmae.ops.dvc.stages) both read ``RULES``, so a
-rule reruns under Snakemake for the reasons its DVC stage is stale: what its command computes
-with changed (its command line and the library code it runs, as one digest:
+workflow/rules/pipeline.smk and the dvc.yaml generator (dmae.ops.dvc.stages) both read
+``RULES``, so a rule reruns under Snakemake for the reasons its DVC stage is stale: what its
+command computes with changed (its command line and the library code it runs, as one digest:
 dmae.code_identity), one of the config settings it reads (``settings``; ``{model}``,
 ``{method}``, ``{pretraining}`` and ``{sigma}`` stand for the job's own), or an input.
 """

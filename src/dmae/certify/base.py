@@ -1,11 +1,11 @@
-"""What a certification method is (``Method``) and what its CERTIFY and PREDICT return.
+"""What a certification method is (``CertificationMethod``) and what its CERTIFY and PREDICT
+return.
 
-A method is one module of ``dmae.certify.methods`` holding one ``Method`` subclass: its name
-(the value of ``certify.method``), its own settings of ``certify`` (JSON schema with their
-defaults: the config schema's are generated from them), the checks of those settings, what
-the report and ``dmae certify-image`` say about it, and its CERTIFY and PREDICT. It draws
-its samples through a ``Sampler`` (``dmae.certify.certifier.Certifier`` runs the base
-classifier).
+A method is one module of ``dmae.certify.methods`` holding one ``CertificationMethod`` subclass:
+its name (the value of ``certify.method``), its own settings of ``certify`` (JSON schema with
+their defaults: the config schema's are generated from them), the checks of those settings, what
+the report and ``dmae certify-image`` say about it, and its CERTIFY and PREDICT. It draws its
+samples through a ``Sampler`` (``dmae.certify.certifier.Certifier`` runs the base classifier).
 
 Every job imports every method module to validate its config, so a method module imports
 no torch or scipy at its top: its ``certify`` and ``predict`` import the numerical modules
@@ -81,7 +81,7 @@ class Ceiling:
     note: str = ""
 
 
-class Method(abc.ABC):
+class CertificationMethod(abc.ABC):
     """A certification method with its settings: n0 selection samples, at most n estimation
     samples, confidence level 1 - alpha, and the settings of its own (``settings``).
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from dmae.acceleration import PRECISIONS, autocast, resolve_precision, use_compile
-from dmae.certify.base import Certificate, Method, Prediction
+from dmae.certify.base import Certificate, CertificationMethod, Prediction
 from dmae.certify.checks import check_positive_float, check_positive_int
 from dmae.certify.methods import get
 from dmae.certify.noise import DEFAULT_NOISE_CHUNK, NoiseStream, image_generator
@@ -45,7 +45,8 @@ class Certifier:
     tallied on the device. The model is put in eval mode.
     """
 
-    def __init__(self, method: Method, base_classifier: torch.nn.Module, num_classes: int,
+    def __init__(self, method: CertificationMethod, base_classifier: torch.nn.Module,
+                 num_classes: int,
                  sigma: float, *, batch_size: int = 1000,
                  device: torch.device | str | None = None,
                  noise_chunk: int = DEFAULT_NOISE_CHUNK, amp: str = "auto",
@@ -73,15 +74,15 @@ class Certifier:
 
     def certify(self, x: torch.Tensor, generator: torch.Generator,
                 label: int | None = None) -> Certificate:
-        """CERTIFY one image [C,H,W] by the method (``Method.certify``)."""
+        """CERTIFY one image [C,H,W] by the method (``CertificationMethod.certify``)."""
         return self.method.certify(self, self._prepare(x, generator), generator, label)
 
     def predict(self, x: torch.Tensor, generator: torch.Generator) -> Prediction:
-        """PREDICT one image [C,H,W] by the method (``Method.predict``)."""
+        """PREDICT one image [C,H,W] by the method (``CertificationMethod.predict``)."""
         return self.method.predict(self, self._prepare(x, generator), generator)
 
     def parameters(self) -> dict:
-        """The method's name and parameters at this sigma (``Method.parameters``)."""
+        """The method's name and parameters at this sigma (``CertificationMethod.parameters``)."""
         return self.method.parameters(self.sigma)
 
     def generator(self, seed: int, idx: int) -> torch.Generator:

@@ -1,11 +1,11 @@
 """The certification methods, one module each in this package, found here by their names.
 
-Each module of this package holds one ``dmae.certify.base.Method`` subclass: adding a method
-is adding its module, nothing else. The config schema's ``certify.method`` (its choices and
-default) and every method's own settings of ``certify`` are generated from them: the schema
+Each module of this package holds one ``dmae.certify.base.CertificationMethod`` subclass: adding
+a method is adding its module, nothing else. The config schema's ``certify.method`` (its choices
+and default) and every method's own settings of ``certify`` are generated from them: the schema
 marks ``certify.method`` with ``x-registry: dmae.certify.methods``, and ``dmae.config`` asks
-this module for those properties (``schema_properties``), to complete a config's method
-settings (``complete``) and to say which of them it filled in (``filled_from``).
+this module for those properties (``schema_properties``), to complete a config's method settings
+(``complete``) and to say which of them it filled in (``filled_from``).
 
 Every job validates its config, so this package and its modules load no torch or scipy;
 ``dmae.certify.certifier`` builds a method's certifier.
@@ -20,7 +20,7 @@ import inspect
 import pkgutil
 import re
 
-from dmae.certify.base import Method
+from dmae.certify.base import CertificationMethod
 from dmae.config import ConfigError
 
 DEFAULT_METHOD = "cohen"  # the paper's
@@ -32,17 +32,18 @@ class MethodError(ValueError):
 
 
 @functools.cache
-def registered() -> dict[str, type[Method]]:
+def registered() -> dict[str, type[CertificationMethod]]:
     """certify.method -> the class of that method, from the modules of this package."""
-    found: dict[str, type[Method]] = {}
+    found: dict[str, type[CertificationMethod]] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         classes = [obj for obj in vars(module).values()
-                   if inspect.isclass(obj) and issubclass(obj, Method)
+                   if inspect.isclass(obj) and issubclass(obj, CertificationMethod)
                    and obj.__module__ == module.__name__ and not inspect.isabstract(obj)]
         if len(classes) != 1:
             raise MethodError(f"{module.__file__}: a module of {__name__} defines one "
-                              f"certification method (a dmae.certify.base.Method subclass), "
+                              "certification method (a dmae.certify.base.CertificationMethod "
+                              "subclass), "
                               f"found {len(classes)}: "
                               f"{', '.join(c.__name__ for c in classes) or 'none'}")
         _check(classes[0], module.__file__, found)
@@ -53,7 +54,8 @@ def registered() -> dict[str, type[Method]]:
     return found
 
 
-def _check(cls: type[Method], where: str, found: dict[str, type[Method]]) -> None:
+def _check(cls: type[CertificationMethod], where: str,
+           found: dict[str, type[CertificationMethod]]) -> None:
     """MethodError naming the module unless ``cls`` says what the registry needs of it."""
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not _NAME.match(name):
@@ -79,7 +81,7 @@ def _check(cls: type[Method], where: str, found: dict[str, type[Method]]) -> Non
                               f"one of its settings ({', '.join(cls.settings) or 'none'})")
 
 
-def get(name: str) -> type[Method]:
+def get(name: str) -> type[CertificationMethod]:
     """The class of certification method ``name``."""
     known = registered()
     if name not in known:
@@ -96,7 +98,7 @@ def method_settings(cfg: dict) -> tuple[str, dict]:
     return c["method"], {key: c[key] for key in keys}
 
 
-def from_config(cfg: dict) -> Method:
+def from_config(cfg: dict) -> CertificationMethod:
     """A (validated) config's certification method, with its settings."""
     name, settings = method_settings(cfg)
     return get(name)(**settings)
@@ -120,8 +122,8 @@ def schema_properties(key: str, node: dict) -> dict[str, dict]:
 
 
 def complete(cfg: dict, source: str) -> None:
-    """Fill in the derived settings of the config's method (``Method.derived``) and check its
-    settings as building it does; ConfigError naming the key otherwise."""
+    """Fill in the derived settings of the config's method (``CertificationMethod.derived``) and
+    check its settings as building it does; ConfigError naming the key otherwise."""
     certify = cfg["certify"]
     cls = get(certify["method"])
     filled = {}

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dmae.certify.base import ABSTAIN, Ceiling, Certificate, Method, Prediction, Sampler
+from dmae.certify.base import (
+    ABSTAIN,
+    Ceiling,
+    Certificate,
+    CertificationMethod,
+    Prediction,
+    Sampler,
+)
 from dmae.certify.checks import check_above, check_positive_int, check_radii
 
 if TYPE_CHECKING:
@@ -22,7 +29,7 @@ if TYPE_CHECKING:
     from dmae.certify.sequential import SequentialPlan
 
 
-class Adaptive(Method):
+class Adaptive(CertificationMethod):
     """CERTIFY with Cohen et al.'s ``n0`` selection samples, then estimation samples drawn by a
     ``SequentialPlan`` (at most ``n_max``, default ``n``) until the answer on ``radii`` is
     settled. The estimation samples are the first ones of CERTIFY's own stream, so an image

@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dmae.certify.base import ABSTAIN, Ceiling, Certificate, Method, Prediction, Sampler
+from dmae.certify.base import (
+    ABSTAIN,
+    Ceiling,
+    Certificate,
+    CertificationMethod,
+    Prediction,
+    Sampler,
+)
 
 if TYPE_CHECKING:
     import torch
 
 
 
-class Cohen(Method):
+class Cohen(CertificationMethod):
     """CERTIFY and PREDICT with ``n0`` selection samples, ``n`` estimation samples and
     confidence level ``1 - alpha``."""
 
