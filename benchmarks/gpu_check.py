@@ -409,8 +409,9 @@ def smoke_row(args: argparse.Namespace, device: torch.device) -> Row:
         note = f"{jobs} jobs"
         if not args.dry:
             # a shard's metadata: a merged TSV's does not name the device
-            metas = sorted((workdir / layout.results_dir(cfg)).rglob("shard_*.tsv.meta.json"))
-            meta = json.loads(metas[0].read_text()) if metas else {}
+            shard = layout.certify_shard_tsv(cfg, *layout.runs(cfg)[0], 0)
+            first = workdir / layout.meta_path(shard)
+            meta = json.loads(first.read_text()) if first.is_file() else {}
             note += (f"; certification ran at {meta.get('settings', {}).get('precision')} "
                      f"on {meta.get('info', {}).get('device', '?')}" if meta else
                      "; no certification metadata found")

@@ -112,7 +112,7 @@ def _train_probe(cfg: dict, kind: str, model_name: str, name: str, sigma: float 
     train(model, Subset(train_set, range(steps * batch)), Subset(val_set, range(n_val)),
           TrainHParams.from_dict(probe_hp), out, device="cpu", progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    rows = read_metrics(out / "timing.csv")
+    rows = read_metrics(out / layout.TIMING_CSV)
     warm = rows[-1]
     ips = float(warm["images_per_s"])
     train_s = steps * batch / ips

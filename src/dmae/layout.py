@@ -25,6 +25,7 @@ RESUME = "resume.pt"  # optimizer, RNG and progress of an unfinished training
 METRICS_CSV = "metrics.csv"  # one row per epoch of what a training learned
 TIMING_CSV = "timing.csv"  # how long each epoch took (no rerun reproduces it)
 RUN_RECORD = "run.json"  # the settings, inputs and code a training ran with
+META = ".meta.json"  # appended to a certification TSV's name: its settings and machine
 
 # The report's files; which tables and figures a config has is dmae.report.registry's
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -216,7 +217,7 @@ def lock_path(out_tsv: str | os.PathLike) -> Path:
 def meta_path(tsv: str | os.PathLike) -> Path:
     """Sidecar settings file of a certification TSV (final or ``.partial``)."""
     tsv = Path(tsv)
-    return tsv.with_name(tsv.name + ".meta.json")
+    return tsv.with_name(tsv.name + META)
 
 
 def runs(cfg: dict) -> list[tuple[str, str, str]]:

@@ -41,7 +41,7 @@ from dmae.certify.records import (
     settings_differences,
 )
 from dmae.io import exclusive, read_json, write_json
-from dmae.layout import lock_path, meta_path, partial_path
+from dmae.layout import META, lock_path, meta_path, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def check_settings(path: Path, settings: dict) -> dict:
     """Read the meta sidecar ``path`` and raise ValueError naming every key that differs."""
     if not path.is_file():
         raise ValueError(f"{path} is missing: cannot tell which settings made "
-                         f"{path.name.removesuffix('.meta.json')}; delete it to start over")
+                         f"{path.name.removesuffix(META)}; delete it to start over")
     meta = read_json(path)
     diffs = settings_differences(meta.get("settings", {}), settings)
     if diffs:
