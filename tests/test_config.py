@@ -47,6 +47,8 @@ def smoke(repo):
         (lambda c: c.update(sigmas=[0.25, -1.0]), "sigmas.1"),
         (lambda c: c["dataset"].pop("val_size"), "val_size"),
         (lambda c: c["methods"]["dmae"].update(pretraining="nope"), "methods.dmae.pretraining"),
+        (lambda c: c["methods"]["dmae"].update(models=["vit_x"]), "methods.dmae.models"),
+        (lambda c: c["methods"]["dmae"].update(models=[]), "methods.dmae.models"),
         (lambda c: c.update(finetune_per_sigma={"0.3": {"epochs": 2}}), "finetune_per_sigma.0.3"),
         (lambda c: c["resources"]["finetune"].update(processes=0), "resources.finetune.processes"),
         (lambda c: c["resources"]["certify"].update(processes=2), "resources.certify.processes"),
@@ -262,6 +264,34 @@ def test_imagenet_linear_probing_has_the_authors_settings(repo):
     probe = build_linear_probe({**model_cfg, "depth": 1, "embed_dim": 24, "num_heads": 2}, 10)
     assert not probe.head[0].affine
     assert not any(p.requires_grad for p in probe.encoder.parameters())
+
+
+def test_the_imagenet_ablations_run_on_vit_b_only(repo):
+    """DMAE against plain MAE (the same recipe at sigma 0, loss on masked patches), each by
+    fine-tuning with consistency regularization and by linear probing, and DMAE fine-tuned
+    with cross-entropy only: on ViT-B, the paper's ablation model; ViT-L runs DMAE alone."""
+    from dmae import layout
+
+    cfg = cfglib.load(repo / "config" / "imagenet.yaml")
+    mae, dmae = cfg["pretrainings"]["mae"], cfg["pretrainings"]["dmae"]
+    assert (mae["sigma"], mae["loss_on"], dmae["sigma"], dmae["loss_on"]) == (
+        0.0, "masked", 0.25, "all")
+    assert mae["mask_ratio"] == dmae["mask_ratio"]
+    assert layout.used_pretrainings(cfg) == [("vit_b", "dmae"), ("vit_b", "mae"),
+                                             ("vit_l", "dmae")]
+    pairs = {(model, method) for model, method, _ in layout.runs(cfg)}
+    assert pairs == {("vit_b", m) for m in ("dmae", "dmae_linprobe", "dmae_ce", "mae",
+                                            "mae_linprobe")} | {("vit_l", "dmae")}
+    # each ablation differs from its DMAE counterpart in the pretraining alone
+    for mae_method, dmae_method in (("mae", "dmae"), ("mae_linprobe", "dmae_linprobe")):
+        for sigma in cfg["sigmas"]:
+            assert (cfglib.finetune_settings(cfg, "vit_b", mae_method, sigma)
+                    == cfglib.finetune_settings(cfg, "vit_b", dmae_method, sigma))
+    ce = cfglib.finetune_settings(cfg, "vit_b", "dmae_ce", 0.25)[1]
+    cr = cfglib.finetune_settings(cfg, "vit_b", "dmae", 0.25)[1]
+    assert not ce["consistency"]["enabled"] and cr["consistency"]["enabled"]
+    assert {k: v for k, v in ce.items() if k != "consistency"} == {
+        k: v for k, v in cr.items() if k != "consistency"}
 
 
 @pytest.mark.parametrize("text, value", [

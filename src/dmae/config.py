@@ -169,6 +169,10 @@ def _check_references(cfg: dict, source: str) -> None:
                 f"{source}: methods.{method}.pretraining: '{pre}' is not one of the "
                 f"pretrainings ({', '.join(sorted(cfg['pretrainings'])) or 'none defined'})"
             )
+        unknown = [m for m in spec.get("models", []) if m not in cfg["models"]]
+        if unknown:
+            raise ConfigError(f"{source}: methods.{method}.models: {', '.join(unknown)} not "
+                              f"among the models ({', '.join(cfg['models'])})")
     for group, asked in cfg["resources"].items():
         processes = asked["processes"]
         if processes is None:

@@ -223,14 +223,22 @@ def meta_path(tsv: str | os.PathLike) -> Path:
 def runs(cfg: dict) -> list[tuple[str, str, str]]:
     """Every (model, method, sigma) the config fine-tunes and certifies."""
     return [(model, method, sigma_key(sigma))
-            for model in cfg["models"] for method in cfg["methods"] for sigma in cfg["sigmas"]]
+            for model in cfg["models"] for method in cfg["methods"]
+            if runs_for(cfg, method, model) for sigma in cfg["sigmas"]]
+
+
+def runs_for(cfg: dict, method: str, model: str) -> bool:
+    """Whether ``method`` runs for ``model`` (methods.<method>.models; absent: every model)."""
+    return model in cfg["methods"][method].get("models", cfg["models"])
 
 
 def used_pretrainings(cfg: dict) -> list[tuple[str, str]]:
     """(model, pretraining) pairs that some method fine-tunes from."""
     names = sorted({spec["pretraining"] for spec in cfg["methods"].values()
                     if spec["pretraining"] is not None})
-    return [(model, name) for model in cfg["models"] for name in names]
+    return [(model, name) for model in cfg["models"] for name in names
+            if any(spec["pretraining"] == name and runs_for(cfg, method, model)
+                   for method, spec in cfg["methods"].items())]
 
 
 def has_replicates(cfg: dict) -> bool:
