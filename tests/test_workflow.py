@@ -383,6 +383,7 @@ def test_every_job_asks_for_its_resource_group(tmp_path, name):
         assert (int(threads[1]) if threads else 1) == asked["threads"], rule[1]  # 1: no line
         assert (int(resources["mem_mb"]), int(resources["runtime"]), int(resources["gpu"])) == (
             asked["mem_mb"], asked["runtime"], asked["gpus"]), rule[1]
+        assert resources["nodes"] == "1", rule[1]  # torchrun --standalone: one node
         if rule[1] == "pretrain" and not cfg["pretrainings"][job["pretraining"]]["train"]:
             assert asked["gpus"] == 0 and asked == {**cfg["resources"]["report"], "gpus": 0,
                                                     "processes": 1}
@@ -394,6 +395,20 @@ def test_every_job_asks_for_its_resource_group(tmp_path, name):
     assert seen == set(pipeline.RULES)
     assert sorted(light) == sorted(pre for _, pre in layout.used_pretrainings(cfg)
                                    if not cfg["pretrainings"][pre]["train"])
+
+
+def test_a_training_runs_one_process_per_gpu_the_command_line_gives(tmp_path):
+    """--set-resources finetune:gpu=4 starts four processes, not the config's eight (nor one
+    process on four GPUs); the other rules keep the config's."""
+    target = layout.finetuned(cfglib.load(REPO / "config" / "imagenet.yaml"), "vit_b", "dmae",
+                              0.5)
+    proc = snakemake(tmp_path, REPO / "config" / "imagenet.yaml", "-n", "-p", "--cores", "128",
+                     str(target), "--set-resources", "finetune:gpu=4")
+    blocks = {re.match(r"(?:local)?rule (\w+):", b)[1]: b
+              for b in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout)
+              if re.match(r"(?:local)?rule \w+:", b)}
+    assert "torchrun --standalone --nproc_per_node=4 -m dmae.cli finetune" in blocks["finetune"]
+    assert "torchrun --standalone --nproc_per_node=8 -m dmae.cli pretrain" in blocks["pretrain"]
 
 
 @needs_fmnist

@@ -91,6 +91,8 @@ class Rule:
     # What its jobs write: name -> a layout pattern (or list), wildcards left open
     outputs: Callable[[dict], dict]
     in_git: bool = False  # its outputs are small and committed, not cached by DVC
+    # A light job on small files: on a cluster it runs where Snakemake runs, not as a job
+    local: bool = False
 
 
 RULES = {
@@ -141,11 +143,11 @@ RULES = {
         lambda cfg, model, method, sigma: {"shards": [
             layout.certify_shard_tsv(cfg, model, method, sigma, shard)
             for shard in range(cfg["certify"]["shards"])]},
-        lambda cfg: {"tsv": layout.pattern(cfg, "certified")}),
+        lambda cfg: {"tsv": layout.pattern(cfg, "certified")}, local=True),
     "report": Rule(
         "dmae report --config {params.config} 2> {log}",
         ("report", "methods", "certify", "dataset.name"), "report", "report", _one,
-        _report_inputs, _report_outputs, in_git=True),
+        _report_inputs, _report_outputs, in_git=True, local=True),
 }
 
 
@@ -207,10 +209,11 @@ def resources(cfg: dict, rule: str, **job: str) -> dict[str, int]:
     return cfg["resources"][RULES[rule].resources]
 
 
-def processes(cfg: dict, rule: str, **job: str) -> int:
-    """How many processes a job of ``rule`` runs: resources' processes, else one per GPU."""
+def processes(cfg: dict, rule: str, gpus: int | None = None, **job: str) -> int:
+    """How many processes a job of ``rule`` runs: resources' processes, else one per GPU
+    (``gpus``: the job's, where the command line sets them, else the config's)."""
     asked = resources(cfg, rule, **job)
-    return asked["processes"] or max(1, asked["gpus"])
+    return asked["processes"] or max(1, asked["gpus"] if gpus is None else gpus)
 
 
 def missing_init_help(pretraining: str, init: str, config_dir: Path) -> str:

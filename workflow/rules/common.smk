@@ -127,20 +127,31 @@ def resources_of(rule):
     def asked(name):
         return lambda w: pipeline.resources(config, rule, **w)[name]
 
-    return {"mem_mb": asked("mem_mb"), "runtime": asked("runtime"), "gpu": asked("gpus")}
+    # One node: a job of several processes is one torchrun --standalone
+    return {"mem_mb": asked("mem_mb"), "runtime": asked("runtime"), "gpu": asked("gpus"),
+            "nodes": 1}
 
 
 def launcher(rule):
     """`dmae`, or one torchrun (DDP) for a job of several processes: started once per job,
-    in the job's allocation, never once per SLURM task."""
+    in the job's allocation, never once per SLURM task. Its processes are one per GPU the job
+    asks for, as the config or the command line (--set-resources <rule>:gpu=N) says."""
 
     def of_job(wildcards):
-        processes = pipeline.processes(config, rule, **wildcards)
+        processes = pipeline.processes(config, rule, gpus=gpus_set(rule), **wildcards)
         if processes > 1:
             return f"torchrun --standalone --nproc_per_node={processes} -m dmae.cli"
         return "dmae"
 
     return of_job
+
+
+def gpus_set(rule):
+    """The GPUs --set-resources gives a rule's jobs (None: the config's). Not the job's
+    granted resources: a local run scales those down to the GPUs it sees, and a job must
+    then stop (dmae.devices), not train on fewer processes with another effective batch."""
+    value = workflow.resource_settings.overwrite_resources.get(rule, {}).get("gpu")
+    return None if value is None else int(getattr(value, "value", value))
 
 
 def inputs_of(rule):

@@ -25,6 +25,7 @@ for rule in pipeline.RULES:
             log_of(rule, "benchmark")
         conda:
             "../envs/dmae.yaml"
+        localrule: pipeline.RULES[rule].local
         threads: threads_of(rule)
         resources:
             **resources_of(rule),
