@@ -301,3 +301,49 @@ def test_the_paper_comparison_names_table_1_and_this_run(imagenet_run):
     assert sorted(per_sigma["sigma"]) == [0.25, 0.5, 1.0]
     assert (per_sigma["images"] == 25).all()
     assert "one test image in 50" in (tables / "summary.md").read_text()
+
+
+def tiny_ablation_cfg(imagenet_dir: Path) -> dict:
+    """config/imagenet.yaml's ablations on the tiny ViT-B: every ViT-B method (DMAE and MAE,
+    each fine-tuned with consistency regularization and probed; DMAE with cross-entropy only)
+    at one sigma, one shard each."""
+    cfg = tiny_imagenet_cfg(imagenet_dir)
+    paper = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
+    cfg["methods"] = {name: spec for name, spec in paper["methods"].items()
+                      if "vit_b" in spec.get("models", ["vit_b"])}
+    cfg["pretrainings"] = paper["pretrainings"]
+    for spec in cfg["methods"].values():
+        if "finetune" in spec:  # the probe's 90 epochs, batch 512: the tiny run's instead
+            spec["finetune"].update(epochs=1, warmup_epochs=0, batch_size=16, accum_iter=1,
+                                    max_steps=2)
+    cfg["sigmas"] = [0.5]
+    cfg["certify"]["shards"] = 1
+    return cfg
+
+
+@pytest.mark.slow
+def test_the_ablation_chain_runs_and_the_report_compares_dmae_with_mae(tmp_path):
+    root = write_imagenet_fixture(tmp_path / "ILSVRC2012", WNIDS, TRAIN_PER_CLASS,
+                                  VAL_PER_CLASS, size=SIZE, ilsvrc_names=True,
+                                  class_colours=True)
+    path = write_config(tmp_path / "imagenet-ablation.yaml", tiny_ablation_cfg(root))
+    proc = snakemake(tmp_path, path, "--cores", "2")
+    cfg = cfglib.load(path)
+    methods = ["dmae", "dmae_linprobe", "dmae_ce", "mae", "mae_linprobe"]
+    assert set(cfg["methods"]) == set(methods)
+    assert planned_jobs(proc) == {"prepare_data": 1, "pretrain": 2, "reconstructions": 2,
+                                  "finetune": 5, "certify_shard": 5, "merge_certify": 5,
+                                  "report": 1, "default": 1}
+    tables = tmp_path / layout.results_dir(cfg) / "tables"
+    ablation = pd.read_csv(tables / "pretraining_ablation.csv")
+    assert list(zip(ablation["downstream"], ablation["method"], strict=True)) == [
+        ("fine-tuning + CR", "DMAE"), ("fine-tuning + CR", "MAE"),
+        ("linear probe", "DMAE (linear probe)"), ("linear probe", "MAE (linear probe)")]
+    assert (ablation["images"] == 25).all()
+    paper = pd.read_csv(tables / "paper_table.csv", dtype=str)
+    ours = paper[paper["source"] == "this run"]
+    assert sorted(ours["method"]) == sorted(cfg["methods"][m]["label"] for m in methods)
+    assert set(ours["#params"]) == {"87M"} and set(ours["extra data"]) == {"no"}
+    per_sigma = pd.read_csv(tables / "paper_per_sigma.csv", dtype=str)
+    assert per_sigma["method"].iloc[0] == "RS (Cohen et al.)" and set(per_sigma["sigma"]) == {
+        "0.5"}

@@ -124,6 +124,34 @@ def _seed_spread_shown(table: pd.DataFrame) -> pd.DataFrame:
     return seed_spread_display(table)
 
 
+def _pretraining_ablation(inputs: ReportInputs) -> pd.DataFrame:
+    from dmae.report.ablation import ablation_table
+
+    return ablation_table(inputs.cfg, inputs.runs, inputs.radii)
+
+
+def _has_ablation(cfg: dict) -> bool:
+    from dmae.report.ablation import has_pretraining_pairs
+
+    return bool(cfg["report"].get("ablation")) and has_pretraining_pairs(cfg)
+
+
+def _compares_with_the_paper(cfg: dict) -> bool:
+    return cfg["report"]["reference_dataset"] is not None
+
+
+def _paper_table(inputs: ReportInputs) -> pd.DataFrame:
+    from dmae.report.paper_tables import paper_table
+
+    return paper_table(inputs.cfg, inputs.runs, inputs.reference)
+
+
+def _paper_per_sigma(inputs: ReportInputs) -> pd.DataFrame:
+    from dmae.report.paper_tables import per_sigma_paper_table
+
+    return per_sigma_paper_table(inputs.cfg, inputs.runs, inputs.reference)
+
+
 SEED_TABLE = "seed_spread"  # the README quotes it from a seed study's report
 
 TABLES: tuple[Table, ...] = (
@@ -131,6 +159,14 @@ TABLES: tuple[Table, ...] = (
     Table("best_over_sigma", _best_over_sigma, row_key=("method",)),
     Table("paper_comparison", _paper_comparison),
     Table("base_classifiers", _base_classifiers, row_key=("method", "sigma")),
+    # The paper's Table 1 or 3 in its layout (#params, extra data), and Cohen et al.'s
+    # per-sigma table, each with this run's rows (configs compared with a paper dataset)
+    Table("paper_table", _paper_table, applies=_compares_with_the_paper, bold_columns=()),
+    Table("paper_per_sigma", _paper_per_sigma, applies=_compares_with_the_paper,
+          bold_columns=()),
+    # DMAE against MAE pretraining, the same downstream recipe (report.ablation)
+    Table("pretraining_ablation", _pretraining_ablation, applies=_has_ablation,
+          row_key=("downstream", "method", "sigma")),
     # mean (min–max) over the seeds, nothing in bold: no cell is one run's best
     Table(SEED_TABLE, _seed_spread, applies=layout.has_replicates, shown=_seed_spread_shown,
           bold_columns=()),

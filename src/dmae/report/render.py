@@ -16,7 +16,9 @@ import pandas as pd
 from dmae.io import atomic_path
 from dmae.report.columns import NOT_RUN, interval_columns
 
-TEXT_COLUMNS = ("dataset", "method", "sigmas", "run", "certification")  # left-aligned
+# left-aligned
+TEXT_COLUMNS = ("dataset", "method", "sigmas", "run", "certification", "downstream", "source",
+                "#params", "extra data")
 
 
 def default_bold_columns(table: pd.DataFrame) -> list[str]:
