@@ -23,10 +23,16 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 
 venv: $(VENV)/.installed
 
-## make lock: resolve requirements.lock anew from pyproject.toml (uv; every platform, hashes)
+## make lock: resolve requirements.lock anew from pyproject.toml (uv; every platform, hashes),
+## and name it in the conda environment's post-deploy script (a new lock, a new environment)
+POST_DEPLOY := workflow/envs/dmae.post-deploy.sh
 lock: venv
 	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --fork-strategy fewest \
 		--python-version 3.11 --generate-hashes --custom-compile-command "make lock" -o $(LOCK)
+	$(BIN)/python -c 'import hashlib, pathlib, re, sys; lock, script = map(pathlib.Path, sys.argv[1:]); \
+		digest = hashlib.sha256(lock.read_bytes()).hexdigest(); \
+		script.write_text(re.sub("(?m)^LOCK_SHA256=.*$$", "LOCK_SHA256=" + digest, script.read_text()))' \
+		$(LOCK) $(POST_DEPLOY)
 
 ## make reproduce: run the whole workflow on the embedded default (Fashion-MNIST, CPU). The
 ## report is always made again from this run's own certifications: a fresh clone holds the
@@ -40,7 +46,7 @@ reproduce: venv
 		print(layout.results_dir(config.load(sys.argv[1])) / 'report.html')" $(CONFIG))
 	$(BIN)/dmae run-info --config $(CONFIG)
 
-## make test: every test, plus ruff and snakemake --lint
+## make test: every test, plus ruff, snakefmt --check and snakemake --lint
 test: venv lint
 	$(BIN)/python -m pytest
 
@@ -63,6 +69,7 @@ pages: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint --configfile config/smoke.yaml
 
 clean-venv:

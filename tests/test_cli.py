@@ -3,12 +3,18 @@ workflow looks for them."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
+import sys
+import tomllib
+from importlib import metadata
 
 import torch
 import yaml
 from conftest import BIN, REPO
 from data_fixtures import write_imagenet_fixture
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from dmae import config as cfglib
 from dmae import layout
@@ -151,3 +157,54 @@ def test_a_data_error_is_one_line_and_exit_2(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "ImageNet folder not found" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _extra(name: str) -> set[str]:
+    """The distributions pyproject.toml lists as ``dependencies`` or as the extra ``name``."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] if name == "dependencies" else \
+        project["optional-dependencies"][name]
+    return {canonicalize_name(Requirement(r).name) for r in reqs}
+
+
+def _modules_of(distributions: set[str]) -> set[str]:
+    return {module for module, dists in metadata.packages_distributions().items()
+            if any(canonicalize_name(d) in distributions for d in dists)}
+
+
+def test_the_library_and_its_cli_load_no_workflow_tool():
+    """The workflow's tools are pyproject's extra `workflow`: `import dmae` and `dmae --help`
+    load none of them, so the library installs and runs without them."""
+    tools = _modules_of(_extra("workflow"))
+    assert {"snakemake", "dvc", "playwright", "vl_convert"} <= tools
+    script = ("import sys; import dmae; from dmae import cli\n"
+              "try:\n    cli.main(['--help'])\nexcept SystemExit as done:\n"
+              "    assert done.code in (0, None), done.code\n"
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(tools)!r})))")
+    proc = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_library_imports_only_its_dependencies():
+    """Every package that the library (all but dmae.ops, the operations around it) imports
+    is one of pyproject's `dependencies`, not of an extra."""
+    allowed = _modules_of(_extra("dependencies"))
+    src = REPO / "src" / "dmae"
+    outside = {}
+    for path in sorted(src.rglob("*.py")):
+        if path.relative_to(src).parts[0] == "ops":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names}:
+                if top not in sys.stdlib_module_names and top not in ("dmae", "__future__") \
+                        and top not in allowed:
+                    outside.setdefault(top, []).append(str(path.relative_to(REPO)))
+    assert not outside, f"imported, not in pyproject's dependencies: {outside}"

@@ -331,9 +331,10 @@ def test_without_a_config_file_overrides_go_on_top_of_the_default(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected", [
-    # 2 model sizes x 2 methods (fine-tuning, linear probing) x 3 sigmas, 10 shards each
-    ("imagenet", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 12,
-                  "certify_shard": 120, "merge_certify": 12, "report": 1, "default": 1}),
+    # DMAE on ViT-B and ViT-L; on ViT-B also MAE pretraining, both probed, MAE fine-tuned and
+    # DMAE with cross-entropy only: 6 (model, method) pairs x 3 sigmas, 10 shards each
+    ("imagenet", {"prepare_data": 1, "pretrain": 3, "reconstructions": 3, "finetune": 18,
+                  "certify_shard": 180, "merge_certify": 18, "report": 1, "default": 1}),
     # ViT-B from ImageNet, with and without continued pretraining; 20 shards each
     ("cifar10", {"prepare_data": 1, "pretrain": 2, "reconstructions": 2, "finetune": 6,
                  "certify_shard": 120, "merge_certify": 6, "report": 1, "default": 1}),

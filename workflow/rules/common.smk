@@ -3,6 +3,7 @@
 # `dmae` call reads, and name the artifacts. What each rule runs, reads and asks for is
 # dmae.pipeline.RULES, which the dvc.yaml generator reads too.
 
+import functools
 import json
 import re
 import sys
@@ -18,7 +19,9 @@ from dmae.io import atomic_path
 
 # Snakemake reads the values inside a `--config key={...}` mapping as text: they are read
 # again as YAML types, as in a config file.
-config.update(dmae_config.deep_merge(config, dmae_config.yaml_typed(workflow.config_settings.config)))
+config.update(
+    dmae_config.deep_merge(config, dmae_config.yaml_typed(workflow.config_settings.config))
+)
 dmae_config.validate(config, source="workflow config")
 
 # Jobs call the `dmae` CLI installed beside this snakemake, even when its environment (the
@@ -27,6 +30,19 @@ os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.get
 # Jobs write their stderr (log records, progress bars, errors) to their log: a progress
 # update every 30 s keeps a long job's log readable.
 os.environ.setdefault("TQDM_MININTERVAL", "30")
+
+# The checkout this code is read from (workflow/rules/../..), or None where Snakemake reads it
+# from git: a deployed copy (snakedeploy) uses this workflow as a module from its repository,
+# and holds only its config/ and profiles/ beside the Snakefile that names the module.
+CHECKOUT = (
+    Path(workflow.current_basedir).parents[1]
+    if isinstance(workflow.current_basedir, os.PathLike)
+    else None
+)
+# What a rule's conda environment installs (--sdm conda; workflow/envs/dmae.post-deploy.sh):
+# this checkout's lock and library, whichever the working directory is
+if CHECKOUT is not None:
+    os.environ.setdefault("DMAE_CHECKOUT", str(CHECKOUT))
 
 RESULTS = str(layout.results_dir(config))
 # The CLI reads the same merged config snakemake sees (config files and --config overrides).
@@ -58,12 +74,14 @@ onstart:
 # file DVC reads the same digests from: both tools rerun a rule on the same edits, and a
 # comment, a docstring or a message reruns nothing.
 CODE_IDENTITY = pipeline.code_digests()
-if workflow.is_main_process:  # a cluster job's main process did it for it
+if workflow.is_main_process and CHECKOUT is None:  # the params hold the digests all the same
+    logger.info(
+        f"{code_identity.IDENTITY_FILE} not written: the workflow's code is read "
+        f"from {workflow.current_basedir}, not from a checkout"
+    )
+elif workflow.is_main_process:  # a cluster job's main process did it for it
     try:
-        code_identity.write(
-            Path(workflow.current_basedir).parents[1] / code_identity.IDENTITY_FILE,
-            CODE_IDENTITY,
-        )
+        code_identity.write(CHECKOUT / code_identity.IDENTITY_FILE, CODE_IDENTITY)
     except OSError as error:  # a read-only checkout: the params hold the digests all the same
         logger.warning(f"could not update {code_identity.IDENTITY_FILE}: {error}")
 
@@ -113,8 +131,7 @@ onerror:
 
 def settings(rule):
     """A parameter holding the settings a job reads, so a change to them reruns the job."""
-    return lambda w: json.dumps(pipeline.settings(config, rule, **dict(w.items())),
-                                sort_keys=True)
+    return lambda w: json.dumps(pipeline.settings(config, rule, **dict(w.items())), sort_keys=True)
 
 
 def threads_of(rule):
@@ -128,8 +145,12 @@ def resources_of(rule):
         return lambda w: pipeline.resources(config, rule, **w)[name]
 
     # One node: a job of several processes is one torchrun --standalone
-    return {"mem_mb": asked("mem_mb"), "runtime": asked("runtime"), "gpu": asked("gpus"),
-            "nodes": 1}
+    return {
+        "mem_mb": asked("mem_mb"),
+        "runtime": asked("runtime"),
+        "gpu": asked("gpus"),
+        "nodes": 1,
+    }
 
 
 def launcher(rule):
@@ -164,9 +185,11 @@ def inputs_of(rule):
         for init in named.get("init", []):
             check_init(wildcards.pretraining, init)
         return {
-            name: [str(layout.pretrained_weights(p)) for p in paths]
-            if isinstance(paths, list)
-            else str(layout.pretrained_weights(paths))
+            name: (
+                [str(layout.pretrained_weights(p)) for p in paths]
+                if isinstance(paths, list)
+                else str(layout.pretrained_weights(paths))
+            )
             for name, paths in named.items()
         }
 
@@ -183,14 +206,16 @@ def check_init(pretraining, init):
         raise WorkflowError(pipeline.missing_init_help(pretraining, str(init), CONFIG_DIR))
 
 
-CONFIG_DIR = Path(workflow.current_basedir).parents[1] / "config"  # the repository's configs
+# The repository's configs; a deployed copy's, copied from them, are in its working directory
+CONFIG_DIR = (CHECKOUT or Path()) / "config"
 
 
 def outputs_of(rule):
     """The rule's outputs (dmae.pipeline), tables and figures marked for `snakemake --report`."""
     named = pipeline.RULES[rule].outputs(config)
-    return {name: reported(paths, name) if name in REPORTED else paths
-            for name, paths in named.items()}
+    return {
+        name: reported(paths, name) if name in REPORTED else paths for name, paths in named.items()
+    }
 
 
 # The params a rule's command can name ({params.<name>}), each made for its rule. A rule has
@@ -230,8 +255,14 @@ def targets():
     ]
 
 
-CAPTIONS = Path(workflow.current_basedir).parent / "report"
 REPORTED = {"tables": "Tables", "figures": "Figures", "figure": "Figures"}  # output -> category
+# Captions are read as Snakemake reads this code: from the checkout, or from git
+CAPTIONS = workflow.current_basedir.join("../report")
+
+
+@functools.cache
+def has_caption(name):
+    return workflow.sourcecache.exists(CAPTIONS.join(f"{name}.rst"))
 
 
 def reported(paths, name):
@@ -244,6 +275,6 @@ def reported(paths, name):
             continue
         caption = path.stem.split("_{")[0].removesuffix("_curves")
         caption = "curves" if path.stem.endswith("_curves") else caption
-        caption = caption if (CAPTIONS / f"{caption}.rst").is_file() else "table"
+        caption = caption if has_caption(caption) else "table"
         marked.append(report(str(path), caption=f"../report/{caption}.rst", category=category))
     return marked if isinstance(paths, list) else marked[0]

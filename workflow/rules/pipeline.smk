@@ -17,17 +17,17 @@ for rule in pipeline.RULES:
             unpack(inputs_of(rule)),
         output:
             **outputs_of(rule),
-        params:
-            **params_of(rule),
         log:
             log_of(rule),
         benchmark:
             log_of(rule, "benchmark")
+        localrule: pipeline.RULES[rule].local
         conda:
             "../envs/dmae.yaml"
-        localrule: pipeline.RULES[rule].local
         threads: threads_of(rule)
         resources:
             **resources_of(rule),
+        params:
+            **params_of(rule),
         shell:
             pipeline.RULES[rule].command

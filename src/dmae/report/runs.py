@@ -16,8 +16,7 @@ from dmae.report.analysis import Run
 
 def checkpoint_json(cfg: dict, model: str, method: str, sigma: float | str) -> Path:
     """Metadata of the fine-tuned base classifier that certification uses (best or last)."""
-    kind = cfg["certify"]["checkpoint"]
-    return layout.finetune_dir(cfg, model, method, sigma) / f"{kind}.json"
+    return layout.finetuned(cfg, model, method, sigma, format="json")
 
 
 def report_runs(cfg: dict) -> list[Run]:
