@@ -273,7 +273,7 @@ def _prepare_seconds(cfg: dict) -> float | None:
                             source_dir=Path(ds["source_dir"]) if ds.get("source_dir") else None,
                             download_url=ds.get("download_url"),
                             imagenet_dir=Path(ds["imagenet_dir"]) if ds.get("imagenet_dir")
-                            else None)
+                            else None, progress=False)
         except Exception as err:  # noqa: BLE001 - a projection without it is still useful
             print(f"  (data preparation not timed: {err})")
             return None

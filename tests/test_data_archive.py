@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 
 import pytest
@@ -60,6 +61,17 @@ def test_safe_archive_extracts(tmp_path):
     archive = _tar_with(tmp_path / "good.tar.gz")
     assert safe_extract(archive, tmp_path / "dest") == ["ok/first.txt"]
     assert (tmp_path / "dest" / "ok" / "first.txt").read_bytes() == b"ok"
+
+
+def test_extraction_reports_progress_unless_disabled(tmp_path, capsys):
+    archive = _tar_with(tmp_path / "good.tar.gz")
+    safe_extract(archive, tmp_path / "shown")
+    # Counted in bytes: the one member's 2 of 2.
+    err = capsys.readouterr().err
+    assert re.search(r"extract good\.tar\.gz: 100%\|.*\| 2\.00/2\.00 ", err), err
+    assert safe_extract(archive, tmp_path / "quiet", progress=False) == ["ok/first.txt"]
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "quiet" / "ok" / "first.txt").read_bytes() == b"ok"
 
 
 def test_truncated_archive(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +79,23 @@ def test_cifar10_download(tmp_path, serve):
     )
     assert images.shape == (20, 32, 32, 3)
     assert sorted(image_ids(images).tolist()) == list(range(20))
+
+
+def test_download_and_extraction_report_progress_unless_disabled(tmp_path, serve, capsys):
+    spec = write_cifar10_fixture(tmp_path / "www", per_batch=4, n_test=6)
+    url = serve(tmp_path / "www")
+    capsys.readouterr()
+    shown = prepare_dataset("cifar10", tmp_path / "shown", tmp_path / "raw-shown", val_size=4,
+                            download_url=url, spec=spec)
+    err = capsys.readouterr().err
+    assert re.search(r"download cifar-10-binary\.tar\.gz: 100%\|", err), err
+    assert re.search(r"extract cifar-10-binary\.tar\.gz: 100%\|", err), err
+    quiet = prepare_dataset("cifar10", tmp_path / "quiet", tmp_path / "raw-quiet", val_size=4,
+                            download_url=url, spec=spec, progress=False)
+    assert capsys.readouterr().err == ""
+    # Bars only write to stderr: the prepared files are the same bytes.
+    for path in shown.iterdir():
+        assert path.read_bytes() == (quiet / path.name).read_bytes()
 
 
 def test_http_404_names_url_and_by_hand_path(tmp_path, serve):

@@ -71,6 +71,20 @@ def test_index_in_sorted_wnid_order(tmp_path, imagenet_root):
     assert load_split(out, "val")[0][0].mode == "RGB"  # no transform: the PIL image
 
 
+def test_indexing_reports_progress_unless_disabled(tmp_path, imagenet_root, capsys):
+    shown = _prepare(tmp_path / "shown", imagenet_root)
+    # One bar a split: its description, its total (3 class folders) and the images found.
+    err = capsys.readouterr().err
+    assert re.search(r"index train class folders: 100%\|.*\| 3/3 .*images=12", err), err
+    assert re.search(r"index val class folders: 100%\|.*\| 3/3 .*images=6", err), err
+    quiet = _prepare(tmp_path / "quiet", imagenet_root, progress=False)
+    assert capsys.readouterr().err == ""
+    # Bars only write to stderr: the prepared files are the same bytes.
+    assert sorted(p.name for p in shown.iterdir()) == sorted(p.name for p in quiet.iterdir())
+    for path in shown.iterdir():
+        assert path.read_bytes() == (quiet / path.name).read_bytes()
+
+
 def test_wrong_class_count(tmp_path, imagenet_root):
     with pytest.raises(DataError, match=r"ILSVRC2012/train: found 3 class folders, expected 1000"):
         _prepare(tmp_path, imagenet_root, expected_classes=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -343,3 +344,17 @@ def test_a_pretraining_objective_is_one_class_and_its_registration(tmp_path, mon
     assert [float(r["val_loss"]) for r in rows] == pytest.approx(
         [m["val_loss"] for m in L1Reconstruction.reported])
     assert out["best"]["metric"] == "val_loss"
+
+
+def test_validation_reports_progress_unless_disabled(tmp_path, capsys):
+    hp = hparams(epochs=1, warmup_epochs=0, eval_noise_samples=1)
+    train(fresh_classifier(), stripes(32, 1), stripes(48, 2), hp, tmp_path / "shown")
+    # Its description (task, epoch) and its total: 48 validation images in batches of 16.
+    err = capsys.readouterr().err
+    assert re.search(r"validate finetune 1/1: +0%\|.*\| 0/3 ", err), err
+    train(fresh_classifier(), stripes(32, 1), stripes(48, 2), hp, tmp_path / "quiet",
+          progress=False)
+    assert capsys.readouterr().err == ""
+    # Bars only write to stderr: the run's files are the same bytes.
+    for name in ("metrics.csv", "last.safetensors", "best.safetensors"):
+        assert (tmp_path / "shown" / name).read_bytes() == (tmp_path / "quiet" / name).read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from dmae.train import (
     peak_lr,
     smoothed_vote_accuracy,
 )
+from dmae.train.evaluate import validation_batches
 from dmae.train.state import (
     capture_rng,
     load_resume,
@@ -263,6 +265,21 @@ def test_smoothed_vote_accuracy():
     # at huge noise the vote is a coin flip per image
     acc = smoothed_vote_accuracy(Threshold(), loader, sigma=50.0, samples=1)
     assert 0.2 < acc < 0.8
+
+
+def test_validation_reports_progress_on_stderr_unless_disabled(capsys):
+    loader = DataLoader(TensorDataset(torch.rand(100, 1, 4, 4), torch.randint(0, 2, (100,))),
+                        batch_size=32)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    smoothed_vote_accuracy(model, loader, sigma=0.25, samples=1)
+    # Its description and its total (100 images in batches of 32) before the first batch.
+    err = capsys.readouterr().err
+    assert re.search(r"validate smoothed vote sigma=0\.25: +0%\|.*\| 0/4 ", err), err
+    smoothed_vote_accuracy(model, loader, sigma=0.25, samples=1, progress=False)
+    assert capsys.readouterr().err == ""
+    # The bar hands the loader's batches on unchanged.
+    for shown, plain in zip(validation_batches(loader, "x", progress=True), loader, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(shown, plain, strict=True))
 
 
 # ------------------------------------------------------------------------------ state files

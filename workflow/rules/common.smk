@@ -27,9 +27,6 @@ dmae_config.validate(config, source="workflow config")
 # Jobs call the `dmae` CLI installed beside this snakemake, even when its environment (the
 # project's .venv) is not activated; a --use-conda environment still comes first.
 os.environ.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]))
-# Jobs write their stderr (log records, progress bars, errors) to their log: a progress
-# update every 30 s keeps a long job's log readable.
-os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 # The checkout this code is read from (workflow/rules/../..), or None where Snakemake reads it
 # from git: a deployed copy (snakedeploy) uses this workflow as a module from its repository,

@@ -53,7 +53,7 @@ class Cifar10Spec(ArrayDataset):
         sources = [source_record(self.archive.name, origin, archive, md5=self.archive.md5)]
         where.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".cifar10-extract-", dir=where.scratch_dir) as tmp:
-            safe_extract(archive, Path(tmp))
+            safe_extract(archive, Path(tmp), progress=where.progress)
             folder = Path(tmp) / self.folder
             if not folder.is_dir():
                 raise DataError(f"{archive}: no folder {self.folder}/ in the archive")

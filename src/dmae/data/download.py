@@ -13,9 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..io import md5_file
+from ..progress import progress_bar
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,19 +36,21 @@ def check_md5(path: Path, expected: str) -> None:
         raise DataError(f"{path}: checksum mismatch: expected MD5 {expected}, got {actual}")
 
 
-def download(url: str, dest: Path, *, md5: str, timeout: float = 60.0) -> Path:
+def download(url: str, dest: Path, *, md5: str, timeout: float = 60.0,
+             progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` and verify its MD5; return ``dest``.
 
     Any failure (HTTP error, refused connection, short read, checksum mismatch) raises one
     DataError naming the URL, the expected MD5 and the exact path to place the file by hand;
-    the ``.part`` file is always removed.
+    the ``.part`` file is always removed. ``progress`` shows a bar of the bytes received on
+    stderr when the server gives the size.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     log.info("downloading %s -> %s", url, dest)
     try:
-        _fetch(url, part, timeout)
+        _fetch(url, part, timeout, progress)
         actual = md5_file(part)
         if actual != md5:
             raise DataError(f"checksum mismatch: expected MD5 {md5}, got {actual}")
@@ -65,13 +66,14 @@ def download(url: str, dest: Path, *, md5: str, timeout: float = 60.0) -> Path:
     return dest
 
 
-def _fetch(url: str, part: Path, timeout: float) -> None:
+def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
     """Stream ``url`` into ``part`` with a byte progress bar when the size is known."""
     with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=part.name[:-5], disable=total is None
+        with progress_bar(
+            total=total, unit="B", unit_scale=True, desc=f"download {part.name[:-5]}",
+            disable=not progress or total is None, dynamic_ncols=True
         ) as bar:
             while block := resp.read(_CHUNK):
                 fh.write(block)

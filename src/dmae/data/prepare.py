@@ -45,6 +45,7 @@ def prepare_dataset(
     expected_classes: int | None = None,
     spec: Dataset | None = None,
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Prepare dataset ``name`` into ``prepared_root / name`` and return that folder.
 
@@ -53,7 +54,8 @@ def prepare_dataset(
     download from ``download_url`` (a base URL; default: the spec's) into ``raw_dir``.
     ImageNet is indexed in place from ``imagenet_dir`` (or ``source_dir``) and must have
     ``expected_classes`` classes (default: the spec's, 1000). ``spec`` replaces the default
-    spec of ``name`` (tests use it to run on small fixture files).
+    spec of ``name`` (tests use it to run on small fixture files). ``progress`` shows bars on
+    stderr while downloading, extracting and indexing.
 
     A folder whose manifest matches the requested settings is kept unless ``force``.
     Raises DataError, naming the file and what was expected, for any bad or missing input;
@@ -69,6 +71,7 @@ def prepare_dataset(
         source_dir=_opt_path(source_dir),
         download_url=download_url,
         imagenet_dir=_opt_path(imagenet_dir),
+        progress=progress,
     )
 
     settings = _settings(name, dataset, val_size, split_seed, dataset.source_settings(where))

@@ -41,6 +41,7 @@ class Locations:
     source_dir: Path | None = None  # when given, the only place looked at
     download_url: str | None = None  # base URL replacing the dataset's own
     imagenet_dir: Path | None = None  # datasets indexed in place (ImageNet)
+    progress: bool = True  # bars on stderr for downloads, extraction and indexing
 
 
 @dataclass
@@ -86,7 +87,8 @@ def locate(
                 log.warning("ignoring system copy: %s", err)
     path, origin = where.raw_dir / source.name, "raw_dir"
     if not path.is_file():
-        download(join_url(base_url, source.name), path, md5=source.md5)
+        download(join_url(base_url, source.name), path, md5=source.md5,
+                 progress=where.progress)
         origin = "download"
     try:
         return path, origin, verify(path)

@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,11 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from dmae.acceleration import amp_dtype, autocast, grad_scaler, use_compile
 from dmae.checkpoint import load_into
 from dmae.layout import BEST, LAST
+from dmae.progress import progress_bar
 from dmae.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -37,6 +36,7 @@ from dmae.train.distributed import (
     gather_objects,
     setup_distributed,
 )
+from dmae.train.evaluate import validation_batches
 from dmae.train.hparams import TrainHParams
 from dmae.train.loaders import RunLoaders
 from dmae.train.objectives import batch_images, objective_for
@@ -301,9 +301,8 @@ class _Run:
         self.net.train()
         n_micro = self.steps_per_epoch * hp.accum_iter
         batches = itertools.islice(self.loaders.train, n_micro)
-        bar = tqdm(batches, total=n_micro, disable=not self.progress, leave=False,
-                   desc=f"{hp.task} {self.epoch + 1}/{hp.epochs}", dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 25.0)  # a line every <30 s in logs
+        bar = progress_bar(batches, total=n_micro, disable=not self.progress, leave=False,
+                           desc=f"{hp.task} {self.epoch + 1}/{hp.epochs}", dynamic_ncols=True)
         loss_sum, n_losses, images = 0.0, 0, 0
         losses: list[torch.Tensor] = []  # this step's micro-batch losses, still on the device
         t0 = time.perf_counter()
@@ -371,8 +370,11 @@ class _Run:
             with (torch.random.fork_rng(devices=cuda), torch.no_grad(),
                   autocast(self.device, self.amp_dtype)):
                 torch.manual_seed(self.hp.seed + _EVAL_SEED_OFFSET + self.ctx.rank)
-                sums = all_reduce_sum(self.objective.validation_sums(net, self.loaders.val,
-                                                                     self.device), self.ctx)
+                batches = validation_batches(self.loaders.val,
+                                             f"{self.hp.task} {self.epoch}/{self.hp.epochs}",
+                                             progress=self.progress)
+                sums = all_reduce_sum(self.objective.validation_sums(net, batches, self.device),
+                                      self.ctx)
         finally:
             self.net.train()
         return self.objective.metrics(sums)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dmae.models.common import add_gaussian_noise
+from dmae.progress import progress_bar
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -15,6 +16,16 @@ def _device_of(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
+
+
+def validation_batches(loader: Iterable, what: str, *, progress: bool = True) -> Iterable:
+    """``loader``'s batches, counted by a progress bar on stderr (of ``len(loader)`` batches
+    when it has a length) that says ``what`` is validated; the batches are not changed.
+
+    Cleared when done, like training's bar; redrawn at most every 25 s in a log file.
+    """
+    return progress_bar(loader, desc=f"validate {what}", unit="batch", disable=not progress,
+                        leave=False, dynamic_ncols=True)
 
 
 @torch.no_grad()
@@ -61,17 +72,20 @@ def classifier_sums(model: torch.nn.Module, loader: Iterable, sigma: float, samp
 
 def smoothed_vote_accuracy(model: torch.nn.Module, loader: Iterable, sigma: float, samples: int,
                            *, device: str | torch.device | None = None,
-                           generator: torch.Generator | None = None) -> float:
+                           generator: torch.Generator | None = None,
+                           progress: bool = True) -> float:
     """Fraction of images whose majority vote over ``samples`` noisy copies is the label.
 
-    Puts ``model`` in eval mode for the duration and restores its previous mode.
+    Puts ``model`` in eval mode for the duration and restores its previous mode. ``progress``
+    shows a bar of the batches on stderr.
     """
     if samples < 1:
         raise ValueError(f"samples: expected an integer >= 1, got {samples}")
     was_training = model.training
     model.eval()
     try:
-        sums = classifier_sums(model, loader, sigma, samples,
+        batches = validation_batches(loader, f"smoothed vote sigma={sigma:g}", progress=progress)
+        sums = classifier_sums(model, batches, sigma, samples,
                                torch.device(device) if device is not None else None, generator)
     finally:
         model.train(was_training)
