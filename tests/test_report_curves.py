@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import REPO
 from test_report import REFERENCE, runs  # noqa: F401  (runs: a fixture)
 
+from dmae import config as cfglib
 from dmae import layout
 from dmae.report import registry
 from dmae.report.analysis import Run, certified_accuracy, load
@@ -106,7 +108,8 @@ def test_figures_mark_the_papers_points_only_where_it_has_some(tmp_path, runs, r
 
 
 def test_the_curves_are_report_outputs_in_the_tables_folder(tmp_path):
-    cfg = {"name": "x", "paths": {"results": str(tmp_path)}, "methods": {}}
+    cfg = cfglib.load(REPO / "config" / "smoke.yaml")
+    cfg["paths"]["results"] = str(tmp_path)
     paths = registry.curve_paths(cfg)
     assert [p.name for p in paths] == [f"{n}_curves.csv" for n in registry.curve_names()]
     assert set(paths) <= set(registry.table_paths(cfg))  # the report rule's outputs
