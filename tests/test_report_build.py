@@ -296,9 +296,11 @@ def test_an_adaptive_certification_is_named_with_its_cost_and_ceiling(cfg):
            f"its answer at radii {grid} is settled; at most n_max = 50), n0 = 10, " in text
     assert "ACR is not comparable between certification methods" in text
     plan = SequentialPlan(sigma=0.5, alpha=0.001, n_max=50, radii=cfg["report"]["radii"],
-                          first_look=100, growth=2.0)  # the schema's defaults
-    ceiling = radius_ceiling(50, plan.levels[-1], 0.5)
-    assert f"| 0.5 (K = {len(plan.looks)} looks) | {ceiling:.4f} |" in text
+                          first_look=10, growth=1.2)  # the schema's defaults
+    ceiling = radius_ceiling(50, 0.001, 0.5)
+    top = f"{plan.grid_radii[-1]:g}"
+    assert f"| 0.5 (K = {len(plan.looks)} looks; grid radii up to {top}) | {ceiling:.4f} |" \
+        in text
     assert "| dmae | 0.5 | 5 | 2 | 2 | 50 | done |" in text  # (10 + 0 + 4 x (10 + 50)) / 5
 
     write_report(cfg)

@@ -8,7 +8,8 @@ from dmae import lazy_exports
 # Each name is imported from its module on first use (PEP 562): reading and merging
 # certifications (the report, merge jobs) then never loads torch or scipy (seconds per job).
 _EXPORTS = {
-    "base": ("ABSTAIN", "Ceiling", "Certificate", "CertificationMethod", "Prediction"),
+    "base": ("ABSTAIN", "MISMATCH", "Ceiling", "Certificate", "CertificationMethod",
+             "Prediction"),
     "certifier": ("Certifier", "build_certifier"),
     "methods": ("DEFAULT_METHOD", "method_settings"),
     "noise": ("NoiseStream", "image_generator", "image_seed"),

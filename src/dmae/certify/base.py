@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 ABSTAIN = -1
+MISMATCH = -2
+"""The status of an image stopped right after selection because the selected class is not
+its label (``stop_on_mismatch``): no certificate was attempted; it counts as misclassified."""
 
 
 class Sampler(Protocol):
@@ -41,6 +44,8 @@ class Sampler(Protocol):
 
     def count_from(self, stream: Any, x: torch.Tensor, num: int) -> torch.Tensor: ...
 
+    def skip(self, stream: Any, num: int) -> None: ...
+
     def selected_votes(self, selection: torch.Tensor, counts: torch.Tensor
                        ) -> tuple[int, int]: ...
 
@@ -49,10 +54,12 @@ class Sampler(Protocol):
 
 @dataclass(frozen=True)
 class Certificate:
-    """Outcome of CERTIFY for one input: ``prediction`` is ABSTAIN (-1) with radius 0.0.
+    """Outcome of CERTIFY for one input: a class, or ABSTAIN (-1) with radius 0.0, or
+    MISMATCH (-2, no certificate attempted) with radius 0.0.
 
     ``n_a`` of the ``n_used`` estimation samples voted for the selected class; ``p_a_lower``
-    is the bound proven from them.
+    is the bound proven from them. ``n0_used`` is the number of selection samples drawn when
+    the method stopped selecting before n0 (None: all n0).
     """
 
     prediction: int
@@ -60,6 +67,7 @@ class Certificate:
     n_a: int
     p_a_lower: float
     n_used: int
+    n0_used: int | None = None
 
 
 @dataclass(frozen=True)

@@ -104,17 +104,30 @@ class Certifier:
     def count_from(self, stream: NoiseStream, x: torch.Tensor, num: int) -> torch.Tensor:
         """Class counts of f over the next ``num`` samples of ``stream`` added to x."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
+        for predictions in self._predictions(stream, x, num):
+            # Not bincount: on CUDA it reads the largest class back to size its output,
+            # a host sync every batch. Comparing with every class costs B x C flags.
+            counts += (predictions.unsqueeze(1) == self._classes).sum(dim=0)
+        return counts
+
+    def votes_from(self, stream: NoiseStream, x: torch.Tensor, num: int) -> torch.Tensor:
+        """The class f gives each of the next ``num`` samples of ``stream``, in order (what a
+        record of the votes keeps, to replay any method on them)."""
+        return torch.cat([*self._predictions(stream, x, num),
+                          torch.empty(0, dtype=torch.long, device=self.device)])
+
+    def _predictions(self, stream: NoiseStream, x: torch.Tensor, num: int):
         with torch.inference_mode(), autocast(self.device, PRECISIONS[self.precision]):
             remaining = num
             while remaining > 0:
                 size = min(self.batch_size, remaining)
-                batch = stream.take(size).mul_(self.sigma).add_(x)
-                predictions = self.votes(batch)
-                # Not bincount: on CUDA it reads the largest class back to size its output,
-                # a host sync every batch. Comparing with every class costs B x C flags.
-                counts += (predictions.unsqueeze(1) == self._classes).sum(dim=0)
+                yield self.votes(stream.take(size).mul_(self.sigma).add_(x))
                 remaining -= size
-        return counts
+
+    @staticmethod
+    def skip(stream: NoiseStream, num: int) -> None:
+        """Pass over the next ``num`` samples of ``stream`` without classifying them."""
+        stream.skip(num)
 
     @staticmethod
     def selected_votes(selection: torch.Tensor, counts: torch.Tensor) -> tuple[int, int]:

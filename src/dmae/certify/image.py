@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dmae import config as cfglib
 from dmae import devices, layout
-from dmae.certify.base import ABSTAIN, Certificate, Prediction
+from dmae.certify.base import ABSTAIN, MISMATCH, Certificate, Prediction
 from dmae.certify.certifier import Certifier
 from dmae.certify.methods import from_config
 from dmae.certify.run import check_model
@@ -222,7 +222,8 @@ def describe_certificate(cert: Certificate, cfg: dict, label: int | None = None,
              f"radius: {float(cert.radius)!r}",
              f"pA_lower: {float(cert.p_a_lower)!r}",
              f"nA: {cert.n_a}",
-             f"samples: n0 = {method.n0}, estimation = {method.estimation_text(cert.n_used)}"]
+             f"samples: n0 = {_selection(cert, method.n0)}, "
+             f"estimation = {method.estimation_text(cert.n_used)}"]
     if label is not None:
         verdict = "yes" if cert.prediction == label else "no"
         name = f", {class_names[label]}" if class_names and 0 <= label < len(class_names) else ""
@@ -237,9 +238,17 @@ def describe_prediction(prediction: Prediction, cfg: dict,
     return [f"class: {_class(prediction.prediction, class_names)}", f"samples: {samples}"]
 
 
+def _selection(cert: Certificate, n0: int) -> str:
+    if cert.n0_used is None or cert.n0_used == n0:
+        return f"{n0}"
+    return f"{cert.n0_used} of {n0} (unanimous)"
+
+
 def _class(prediction: int, class_names: list[str] | None) -> str:
     if prediction == ABSTAIN:
         return "abstain"
+    if prediction == MISMATCH:
+        return "none: the selected class is not the label, no certificate attempted"
     if class_names and 0 <= prediction < len(class_names):
         return f"{prediction} ({class_names[prediction]})"
     return str(prediction)

@@ -75,3 +75,12 @@ class NoiseStream:
                 self._carry = chunk[used:]
                 filled = k
         return out
+
+    def skip(self, k: int) -> None:
+        """Draw the next ``k`` samples and drop them: the generator then stands where ``take(k)``
+        would leave it (a selection stopped early still leaves the estimation samples where
+        CERTIFY's are)."""
+        while k > 0:
+            piece = min(k, 64 * self.chunk)
+            self.take(piece)
+            k -= piece

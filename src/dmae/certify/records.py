@@ -12,11 +12,14 @@ a second); ``dmae.certify.run`` writes them. Files for an output ``X.tsv``:
   its existence is the "complete" marker.
 
 The TSV has Cohen et al.'s columns ``idx label predict radius correct`` followed by
-``n0 n nA pA_lower n_used``: nA of the n_used estimation samples drawn voted for the selected
-class (n_used is n for the cohen method; the adaptive one stops early, never past its n_max).
-``radius`` and ``pA_lower`` are written with ``repr(float)`` (full precision); ``predict`` is
--1 for ABSTAIN. Rows are sorted by ``idx``. Cohen et al.'s ``time`` column is left out so that
-a rerun writes the same bytes; the job's log has the speed.
+``n0 n nA pA_lower n_used``: n0 selection samples were drawn (the setting n0 for the cohen
+method; the adaptive one may stop selecting sooner), and nA of the n_used estimation samples
+drawn voted for the selected class (n_used is n for the cohen method; the adaptive one stops
+early, never past its n_max). ``radius`` and ``pA_lower`` are written with ``repr(float)``
+(full precision); ``predict`` is -1 for ABSTAIN and -2 (MISMATCH) for an image stopped after
+selection because the selected class is not its label (``correct`` 0: misclassified). Rows
+are sorted by ``idx``. Cohen et al.'s ``time`` column is left out so that a rerun writes the
+same bytes; the job's log has the speed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dmae.certify.base import MISMATCH
 from dmae.io import atomic_path, read_json, write_json
 from dmae.layout import meta_path, partial_path
 
@@ -41,7 +45,10 @@ log = logging.getLogger(__name__)
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "n0", "n", "nA", "pA_lower",
            "n_used")
 HEADER = "\t".join(COLUMNS) + "\n"
-FORMAT = "dmae-certify-tsv/3"  # 2: no time column; 3: n_used, the method's parameters
+# 2: no time column; 3: n_used, the method's parameters. A MISMATCH row (predict -2) and
+# fewer selection samples than the setting n0 come from a method that stops early; they keep
+# format 3, so that Cohen's certifications keep their bytes and their resumable partials.
+FORMAT = "dmae-certify-tsv/3"
 
 
 def normalize_indices(indices: Iterable[int]) -> list[int]:
@@ -85,7 +92,8 @@ def settings_differences(old: dict, new: dict) -> list[str]:
 
 def format_row(idx: int, label: int, n0: int, n: int, cert: Certificate) -> str:
     correct = int(cert.prediction == label)
-    return (f"{idx}\t{label}\t{cert.prediction}\t{float(cert.radius)!r}\t{correct}\t{n0}\t"
+    drawn = n0 if cert.n0_used is None else cert.n0_used
+    return (f"{idx}\t{label}\t{cert.prediction}\t{float(cert.radius)!r}\t{correct}\t{drawn}\t"
             f"{n}\t{cert.n_a}\t{float(cert.p_a_lower)!r}\t{cert.n_used}\n")
 
 
@@ -135,7 +143,10 @@ def read_rows(path: Path, *, repair: bool = False) -> dict[int, str]:
 
 
 def read_certification(path: str | os.PathLike) -> pd.DataFrame:
-    """A finished certification TSV as a DataFrame (radius and pA_lower as float64)."""
+    """A finished certification TSV as a DataFrame (radius and pA_lower as float64).
+
+    Rows of an older format that stopped on a mismatch (ABSTAIN with no estimation sample,
+    by a method with ``stop_on_mismatch``) are read with their own status, MISMATCH."""
     path = Path(path)
     if not path.is_file():
         partial = partial_path(path)
@@ -145,7 +156,20 @@ def read_certification(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in ("idx", "label", "predict", "radius", "correct") if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
+    if "n_used" in df.columns and _stopped_on_mismatch_as_abstain(path):
+        df.loc[(df["predict"] == -1) & (df["n_used"] == 0), "predict"] = MISMATCH
     return df
+
+
+def _stopped_on_mismatch_as_abstain(path: Path) -> bool:
+    """Whether ``path`` was written by a method that stops on a mismatch, whose rows may
+    record one the way earlier versions did: ABSTAIN with no estimation sample (no other
+    row has n_used 0: an abstention comes after estimation)."""
+    sidecar = meta_path(path)
+    if not sidecar.is_file():
+        return False
+    settings = read_json(sidecar).get("settings", {})
+    return bool((settings.get("method") or {}).get("stop_on_mismatch"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ of certified images, the best-over-sigma envelope and the radius ceiling of a ce
 budget.
 
 A certification table has one row per test image with at least ``correct`` (1 when the smoothed
-prediction is the label, hence never for ABSTAIN) and ``radius`` (0.0 for ABSTAIN).
+prediction is the label, hence never for ABSTAIN or MISMATCH) and ``radius`` (0.0 for ABSTAIN
+and MISMATCH). An image stopped on a mismatch (``predict`` -2: its selected class is not its
+label) is misclassified, not abstained.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta, norm, t
 
+from dmae.certify.base import ABSTAIN, MISMATCH
 from dmae.certify.records import read_certification
 from dmae.io import read_json
 from dmae.layout import meta_path
@@ -163,11 +166,17 @@ def acr_interval(df: pd.DataFrame, level: float = CONFIDENCE) -> tuple[float, fl
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:
-    """Number of images, correct (= certified at radius 0) and abstained predictions."""
+    """Number of images, correct (= certified at radius 0) and abstained predictions (ABSTAIN
+    only: the rest, images stopped on a mismatch included, are misclassified)."""
     _check(df)
-    abstained = int((df["predict"] == -1).sum()) if "predict" in df.columns else 0
+    abstained = int((df["predict"] == ABSTAIN).sum()) if "predict" in df.columns else 0
     return {"images": len(df), "correct": int((df["correct"] == 1).sum()),
             "abstained": abstained}
+
+
+def mismatches(df: pd.DataFrame) -> int:
+    """Images stopped after selection because the selected class is not the label."""
+    return int((df["predict"] == MISMATCH).sum()) if "predict" in df.columns else 0
 
 
 def forward_passes(df: pd.DataFrame) -> float | None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmae.certify.methods import from_config
-from dmae.report.analysis import Run, counts, forward_passes, load, radius_ceiling
+from dmae.report.analysis import Run, counts, forward_passes, load, mismatches, radius_ceiling
 from dmae.report.reference import REFERENCE_RESULTS, read_reference
 from dmae.report.runs import report_runs
 
@@ -61,10 +61,12 @@ def summary_markdown(cfg: dict, runs: Sequence[Run] | None = None,
     for run in runs:
         if run.done:
             df = load(run.tsv)
-            c, passes = counts(df), forward_passes(df)
+            c, passes, stopped = counts(df), forward_passes(df), mismatches(df)
+            status = f"done; {stopped:,} misclassified, stopped after selection" \
+                if stopped else "done"
             lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | {c['images']:,} | "
                          f"{c['correct']:,} | {c['abstained']:,} | "
-                         f"{'—' if passes is None else f'{passes:,.0f}'} | done |")
+                         f"{'—' if passes is None else f'{passes:,.0f}'} | {status} |")
         else:
             lines.append(f"| {run.display} | {_fmt_sigma(run.sigma)} | — | — | — | — | "
                          "not run |")

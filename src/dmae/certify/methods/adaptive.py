@@ -1,11 +1,11 @@
-"""Adaptive CERTIFY: estimation samples drawn in rounds, each image stopped as soon as its
-answer on a radius grid is settled.
+"""Adaptive CERTIFY: selection and estimation samples drawn in looks, each image stopped as
+soon as its answer on a radius grid is settled.
 
 A table cell only asks whether an image is certified at radius r, for a handful of radii, and
-most images settle that after a few hundred samples (Horváth et al., ICLR 2022, and Chen et
-al.'s input-specific sampling, 2021, study such adaptive sample sizes).
-``dmae.certify.sequential.SequentialPlan`` is the sequential test and why the certificate
-keeps its level alpha; ``Adaptive`` runs it on a base classifier.
+most images settle that after a few hundred samples (Horvath et al., ICLR 2022, and Chen et
+al., AAAI 2022, study such adaptive sample sizes). ``dmae.certify.sequential.SequentialPlan``
+is the sequential test and why the certificate keeps its level alpha; ``Adaptive`` runs it on
+a base classifier.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ from typing import TYPE_CHECKING
 
 from dmae.certify.base import (
     ABSTAIN,
+    MISMATCH,
     Ceiling,
     Certificate,
     CertificationMethod,
     Prediction,
     Sampler,
 )
-from dmae.certify.checks import check_above, check_positive_int, check_radii
+from dmae.certify.checks import (
+    check_above,
+    check_positive_int,
+    check_probability,
+    check_radii,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -30,18 +36,21 @@ if TYPE_CHECKING:
 
 
 class Adaptive(CertificationMethod):
-    """CERTIFY with Cohen et al.'s ``n0`` selection samples, then estimation samples drawn by a
-    ``SequentialPlan`` (at most ``n_max``, default ``n``) until the answer on ``radii`` is
-    settled. The estimation samples are the first ones of CERTIFY's own stream, so an image
-    that runs to n_max = n gets exactly CERTIFY's counts (with the bound at level alpha / 2).
+    """CERTIFY with Cohen et al.'s ``n0`` selection samples (stopped at ``selection_look``
+    when those are unanimous), then estimation samples drawn by a ``SequentialPlan`` (at most
+    ``n_max``, default ``n``) until the answer on ``radii`` is settled. The selection draws
+    its noise in full even when it stops early, so the estimation samples are the first ones
+    of CERTIFY's own stream: an image that runs to n_max = n sees exactly CERTIFY's votes.
+    A certificate's radius is the largest grid radius proven, its pA_lower that radius's
+    threshold Phi(r / sigma) (1/2 for radius 0; 0.0 when none is proven).
 
     ``stop_on_mismatch``: stop right after selection when the selected class is not the
     label, as the authors' certification code does; for certified-accuracy runs only (such an
-    image can never count as certified), and recorded as ABSTAIN with no estimation samples.
+    image can never count as certified), recorded with the status MISMATCH.
 
-    PREDICT draws up to n_max samples at the same looks and answers at the first look where
+    PREDICT draws up to n_max samples at doubling looks and answers at the first look where
     the two-sided binomial test separates the top two classes at that look's level (the union
-    bound again keeps the chance of a wrong answer below alpha); ABSTAIN if none does.
+    bound keeps the chance of a wrong answer below alpha); ABSTAIN if none does.
     """
 
     name = "adaptive"
@@ -52,10 +61,19 @@ class Adaptive(CertificationMethod):
         "radii": {"type": ["array", "null"], "items": {"type": "number", "minimum": 0},
                   "minItems": 1, "default": None,
                   "description": "the radius grid it settles, increasing (null: report.radii)"},
-        "first_look": {"type": "integer", "minimum": 1, "default": 100,
+        "first_look": {"type": "integer", "minimum": 1, "default": 10,
                        "description": "estimation samples at the first look"},
-        "growth": {"type": "number", "exclusiveMinimum": 1, "default": 2,
+        "growth": {"type": "number", "exclusiveMinimum": 1, "default": 1.2,
                    "description": "each look draws this factor more samples than the last"},
+        "futility": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                     "default": 0.05,
+                     "description": "level of the futility test, which only decides when to "
+                                    "stop: the chance that an image whose pA makes CERTIFY's "
+                                    "test at a threshold a coin flip is stopped short of it"},
+        "selection_look": {
+            "type": ["integer", "null"], "minimum": 1, "default": 10,
+            "description": "selection stops after this many samples when they all vote for "
+                           "one class (null: always n0)"},
         "stop_on_mismatch": {
             "type": "boolean", "default": False,
             "description": "stop after selection when the selected class is not the label "
@@ -74,6 +92,10 @@ class Adaptive(CertificationMethod):
                              f"n0={self.n0}")
         check_positive_int("certify.first_look", self.options["first_look"])
         check_above("certify.growth", self.options["growth"], 1)
+        check_probability("certify.futility", self.options["futility"])
+        self.selection_look = self.options["selection_look"]
+        if self.selection_look is not None:
+            check_positive_int("certify.selection_look", self.selection_look)
         self.stop_on_mismatch = self.options["stop_on_mismatch"]
         if not isinstance(self.stop_on_mismatch, bool):
             raise ValueError(f"certify.stop_on_mismatch must be true or false, "
@@ -81,43 +103,59 @@ class Adaptive(CertificationMethod):
         self.plans: dict[float, SequentialPlan] = {}  # by sigma, built when first needed
 
     def plan(self, sigma: float) -> SequentialPlan:
-        """The sequential plan at ``sigma``: its looks, levels and stopping rule."""
+        """The sequential plan at ``sigma``: its looks, boundaries and stopping rule."""
         if sigma not in self.plans:
             from dmae.certify.sequential import SequentialPlan
 
             self.plans[sigma] = SequentialPlan(
                 sigma=sigma, alpha=self.alpha, n_max=self.n_max, radii=self.radii,
-                first_look=self.options["first_look"], growth=self.options["growth"])
+                first_look=self.options["first_look"], growth=self.options["growth"],
+                futility=self.options["futility"])
         return self.plans[sigma]
 
     def parameters(self, sigma: float) -> dict:
         return {"name": self.name, **self.plan(sigma).parameters(),
+                "selection_look": self.selection_look,
                 "stop_on_mismatch": self.stop_on_mismatch}
+
+    def select(self, certifier: Sampler, x: torch.Tensor, generator: torch.Generator
+               ) -> tuple[torch.Tensor, int]:
+        """The selection counts and the samples drawn: ``selection_look`` of them when they
+        are unanimous, else n0. Which class is selected does not enter the guarantee, only
+        that the estimation samples are drawn apart from these."""
+        look = self.selection_look
+        if look is None or look >= self.n0:
+            return certifier.sample_counts(x, self.n0, generator), self.n0
+        stream = certifier.noise(x, generator)
+        counts = certifier.count_from(stream, x, look)
+        if int(counts.max()) == look:
+            certifier.skip(stream, self.n0 - look)
+            return counts, look
+        return counts + certifier.count_from(stream, x, self.n0 - look), self.n0
 
     def certify(self, certifier: Sampler, x: torch.Tensor, generator: torch.Generator,
                 label: int | None = None) -> Certificate:
-        from dmae.certify.stats import radius_from_bound
-
         plan = self.plan(certifier.sigma)
-        c_hat = int(certifier.sample_counts(x, self.n0, generator).argmax())
+        selection, n0_used = self.select(certifier, x, generator)
+        c_hat = int(selection.argmax())
         if self.stop_on_mismatch and label is not None and c_hat != int(label):
-            return Certificate(ABSTAIN, 0.0, 0, 0.0, 0)
+            return Certificate(MISMATCH, 0.0, 0, 0.0, 0, n0_used)
         stream = certifier.noise(x, generator)
-        votes, drawn = plan.run(lambda k: certifier.count_from(stream, x, k)[c_hat].item())
-        p_a_lower = plan.bound(votes, drawn)
-        if p_a_lower < 0.5:
-            return Certificate(ABSTAIN, 0.0, votes, p_a_lower, drawn)
-        return Certificate(c_hat, float(radius_from_bound(p_a_lower, certifier.sigma)), votes,
-                           p_a_lower, drawn)
+        votes, drawn, proven = plan.run(
+            lambda k: certifier.count_from(stream, x, k)[c_hat].item())
+        if proven < 0:
+            return Certificate(ABSTAIN, 0.0, votes, 0.0, drawn, n0_used)
+        p_a_lower, radius = plan.certified(proven)
+        return Certificate(c_hat, radius, votes, p_a_lower, drawn, n0_used)
 
     def predict(self, certifier: Sampler, x: torch.Tensor, generator: torch.Generator
                 ) -> Prediction:
         from dmae.certify.stats import predict_pvalue
 
-        plan = self.plan(certifier.sigma)
+        looks, levels = self.plan(certifier.sigma).predict_looks()
         stream = certifier.noise(x, generator)
         counts, drawn = None, 0
-        for m, level in zip(plan.looks, plan.levels, strict=True):
+        for m, level in zip(looks, levels, strict=True):
             more = certifier.count_from(stream, x, m - drawn)
             counts = more if counts is None else counts + more
             drawn = m
@@ -142,15 +180,16 @@ class Adaptive(CertificationMethod):
 
     def ceiling(self, sigma: float) -> Ceiling:
         plan = self.plan(sigma)
-        return Ceiling(self.n_max, plan.levels[-1], f" (K = {len(plan.looks)} looks)")
+        return Ceiling(self.n_max, self.alpha,
+                       f" (K = {len(plan.looks)} looks; grid radii up to "
+                       f"{plan.grid_radii[-1]:g})")
 
     def ceiling_text(self, largest_radius: Callable[[float], float]) -> str:
         return (
-            f"The adaptive method splits alpha over its K looks (per sigma below; half of it "
-            f"at the last one, n_max = {self.n_max:,} samples, when there are several), so "
-            "pA_lower is at most a^(1/n_max), a the last look's level, and no radius above "
-            "sigma * Phi^-1 of that can be certified: certified accuracy at a larger radius is "
-            "0 by construction. ACR is not comparable between certification methods: the "
-            "adaptive method stops as soon as an image's answer on its radius grid is "
-            "settled, so its radii are smaller by design even where the grid answer is the "
-            "same.")
+            f"The adaptive method certifies the radii of its grid only, each by a sequential "
+            f"test at level alpha; the largest it can reach at a sigma (below) is at most "
+            f"CERTIFY's ceiling with n_max = {self.n_max:,} samples, sigma * "
+            f"Phi^-1(alpha^(1/n_max)), shown: certified accuracy at a larger radius is 0 by "
+            "construction. ACR is not comparable between certification methods: the "
+            "adaptive method reports the grid radius it proved, so its radii are smaller by "
+            "design even where the grid answer is the same.")
