@@ -394,3 +394,34 @@ def test_a_partial_of_the_same_kind_of_device_resumes(tmp_path, certify):
     certify(out, max_images=5)
     assert certify(out, max_images=2).done == 7
     assert not partial_path(out).with_name(partial_path(out).name + ".other-device").exists()
+
+
+def test_a_mismatch_row_has_its_own_status_and_an_older_file_is_read_with_it(tmp_path):
+    """An image stopped after selection on a mismatch is MISMATCH (-2), misclassified and not
+    abstained; earlier versions wrote it as ABSTAIN with no estimation sample, which is read
+    as MISMATCH when the file's method stopped on mismatches (only then)."""
+    from dmae.certify import MISMATCH
+    from dmae.report.analysis import counts, mismatches
+
+    out = tmp_path / "stopping.tsv"
+    options = {"radii": [0.0, 0.1], "first_look": 8, "stop_on_mismatch": True}
+    assert run(out, method="adaptive", method_options=options).complete
+    df = read_certification(out)
+    stopped = df[df["predict"] == MISMATCH]
+    assert 0 < len(stopped) < len(df)
+    assert (stopped["correct"] == 0).all()
+    assert (stopped["n_used"] == 0).all() and (stopped["radius"] == 0.0).all()
+    assert counts(df)["abstained"] == int((df["predict"] == -1).sum())
+    assert mismatches(df) == len(stopped)
+
+    meta = read_json(meta_path(out))
+    for stops, expected in ((True, MISMATCH), (False, -1)):
+        old = tmp_path / f"format3-{stops}.tsv"
+        old.write_text(out.read_text().replace("\t-2\t", "\t-1\t"))
+        settings = dict(meta["settings"],
+                        method=dict(meta["settings"]["method"], stop_on_mismatch=stops))
+        meta_path(old).write_text(json.dumps({**meta, "settings": settings}))
+        read = read_certification(old)
+        assert (read.loc[stopped.index, "predict"] == expected).all()
+        assert (read.drop(index=stopped.index)["predict"]
+                == df.drop(index=stopped.index)["predict"]).all()
