@@ -33,6 +33,8 @@ BASE = textwrap.dedent('''\
         assert factor > 0, "factor must be positive"
         log.info("scaling %s by %s", x, factor)
         print("scaling", x)
+        for _ in progress_bar([x], desc="scaling"):
+            pass
         return {"value": x * factor}
 
 
@@ -55,6 +57,7 @@ SAME = {
     "a printed text": BASE.replace('print("scaling", x)', 'print("now scaling", x)'),
     "a help text": BASE.replace('help="the factor"', 'help="what x is multiplied by"'),
     "a description": BASE.replace('"Scale things."', '"Scale numbers."'),
+    "a progress bar's label": BASE.replace('desc="scaling"', 'desc="scale"'),
 }
 
 DIFFERENT = {

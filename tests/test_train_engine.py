@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dmae.train import (
     TrainHParams,
@@ -20,6 +20,8 @@ from dmae.train import (
     read_metrics,
     train,
 )
+from dmae.train.engine import _EVAL_SEED_OFFSET
+from dmae.train.evaluate import classifier_sums
 from dmae.train.hparams import TASKS
 from dmae.train.objectives import Objective, batch_images
 
@@ -346,10 +348,37 @@ def test_a_pretraining_objective_is_one_class_and_its_registration(tmp_path, mon
     assert out["best"]["metric"] == "val_loss"
 
 
+def test_validation_metrics_are_those_of_the_final_weights_under_the_evaluation_seed(tmp_path):
+    """The engine's validation, its bar shown, equals ``classifier_sums`` of the saved weights
+    on the evaluation seed: nothing else draws from validation's random stream."""
+    hp = hparams(epochs=1, warmup_epochs=0, sigma=1.0, eval_noise_samples=1)
+    val_set = stripes(96, 2)
+    train(fresh_classifier(), stripes(64, 1), val_set, hp, tmp_path)
+    model = fresh_classifier()
+    model.load_state_dict(load_file(tmp_path / "last.safetensors"))
+    model.eval()
+    row = read_metrics(tmp_path / "metrics.csv")[-1]
+
+    def smoothed_correct(seed: int) -> int:
+        torch.manual_seed(seed)
+        loader = DataLoader(val_set, batch_size=hp.batch_size)
+        sums = classifier_sums(model, loader, hp.sigma, hp.eval_noise_samples)
+        assert int(sums[1]) == round(float(row["val_acc"]) * len(val_set))
+        return int(sums[2])
+
+    recorded = round(float(row["val_smoothed_acc"]) * len(val_set))
+    assert smoothed_correct(hp.seed + _EVAL_SEED_OFFSET) == recorded
+    # the stream matters: other noise gives another count, so the equality above can fail
+    assert smoothed_correct(hp.seed + _EVAL_SEED_OFFSET + 1) != recorded
+
+
 def test_progress_bars_leave_the_runs_files_alone(tmp_path, capsys):
     hp = hparams(epochs=1, warmup_epochs=0, eval_noise_samples=1)
     train(fresh_classifier(), stripes(32, 1), stripes(48, 2), hp, tmp_path / "shown")
-    assert re.search(r"finetune 1/1: ", capsys.readouterr().err)
+    # Training's bar, and validation's with its total: 48 images in batches of 16.
+    err = capsys.readouterr().err
+    assert re.search(r"finetune 1/1: ", err), err
+    assert re.search(r"validate finetune 1/1: +0%\|.*\| 0/3 ", err), err
     train(fresh_classifier(), stripes(32, 1), stripes(48, 2), hp, tmp_path / "quiet",
           progress=False)
     assert capsys.readouterr().err == ""

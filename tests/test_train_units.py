@@ -282,6 +282,27 @@ def test_validation_reports_progress_on_stderr_unless_disabled(capsys):
         assert all(torch.equal(a, b) for a, b in zip(shown, plain, strict=True))
 
 
+def test_progress_bars_draw_nothing_from_the_random_stream():
+    # A DataLoader draws a seed from torch's RNG each time it is iterated: a bar that iterated
+    # it twice (tqdm.auto's does) would move every noise sample validation draws after it.
+    loader = DataLoader(TensorDataset(torch.rand(10, 1, 4, 4), torch.zeros(10)), batch_size=4)
+
+    def next_draw(batches) -> torch.Tensor:
+        for _ in batches:
+            pass
+        return torch.rand(4)
+
+    torch.manual_seed(0)
+    plain = next_draw(loader)
+    for progress in (True, False):
+        torch.manual_seed(0)
+        assert torch.equal(next_draw(validation_batches(loader, "x", progress=progress)), plain)
+    # the variant that must differ: iterating the loader once more moves the stream
+    torch.manual_seed(0)
+    iter(loader)
+    assert not torch.equal(next_draw(loader), plain)
+
+
 # ------------------------------------------------------------------------------ state files
 
 

@@ -119,7 +119,7 @@ class _Normaliser(ast.NodeTransformer):
             self._blank_args(node)
         if name in _ARGPARSE_CALLS:
             self._blank_keywords(node, _ARGPARSE_TEXT)
-        if name == "tqdm":
+        if name in ("tqdm", "progress_bar"):
             self._blank_keywords(node, {"desc"})
         return self.generic_visit(node)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
+# tqdm.auto's bar (tqdm.asyncio) calls iter() on its iterable when it is made, and again when
+# it is iterated: a DataLoader's second iterator draws another seed from torch's RNG (and
+# starts its workers twice), which moved the validation noise. The plain bar iterates once.
+from tqdm import tqdm
 
 
 def progress_bar(*args, **kwargs) -> tqdm:

@@ -18,7 +18,6 @@ import logging
 import numbers
 import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from dmae.certify.certifier import build_certifier
 from dmae.certify.methods import DEFAULT_METHOD
@@ -42,6 +40,7 @@ from dmae.certify.records import (
 )
 from dmae.io import exclusive, read_json, write_json
 from dmae.layout import META, lock_path, meta_path, partial_path
+from dmae.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +279,9 @@ def certify_dataset(model: torch.nn.Module, dataset, indices: Iterable[int], sig
             remaining = remaining[:max_images]
         start = time.perf_counter()
         with open(partial, "a") as fh:
-            for idx in tqdm(remaining, desc=f"certify sigma={sigma:g}", unit="img",
-                            initial=len(done), total=len(done) + len(remaining),
-                            disable=not progress,
-                            mininterval=1.0 if sys.stderr.isatty() else 25.0):
+            for idx in progress_bar(remaining, desc=f"certify sigma={sigma:g}", unit="img",
+                                    initial=len(done), total=len(done) + len(remaining),
+                                    disable=not progress):
                 image, label = dataset[idx]
                 cert = certifier.certify(image, certifier.generator(seed, idx), label=int(label))
                 _sync_write(fh, format_row(idx, int(label), n0, n, cert))

@@ -36,6 +36,7 @@ from dmae.train.distributed import (
     gather_objects,
     setup_distributed,
 )
+from dmae.train.evaluate import validation_batches
 from dmae.train.hparams import TrainHParams
 from dmae.train.loaders import RunLoaders
 from dmae.train.objectives import batch_images, objective_for
@@ -369,10 +370,11 @@ class _Run:
             with (torch.random.fork_rng(devices=cuda), torch.no_grad(),
                   autocast(self.device, self.amp_dtype)):
                 torch.manual_seed(self.hp.seed + _EVAL_SEED_OFFSET + self.ctx.rank)
-                # The loader itself, not a progress bar around it: wrapped, the validation
-                # noise came out otherwise (val_smoothed_acc of the committed runs changed)
-                sums = all_reduce_sum(self.objective.validation_sums(net, self.loaders.val,
-                                                                     self.device), self.ctx)
+                batches = validation_batches(self.loaders.val,
+                                             f"{self.hp.task} {self.epoch}/{self.hp.epochs}",
+                                             progress=self.progress)
+                sums = all_reduce_sum(self.objective.validation_sums(net, batches, self.device),
+                                      self.ctx)
         finally:
             self.net.train()
         return self.objective.metrics(sums)
