@@ -212,7 +212,13 @@ def test_the_schema_fills_every_default_once(repo):
     schema = cfglib.schema()
     stated = dict(_defaults(schema, schema))
     assert len(stated) > 20
+    # another certification method's settings are dropped, defaults and all
+    foreign = {f"certify.{key}" for key, sub in schema["properties"]["certify"]["properties"]
+               .items() if sub.get("x-method", "cohen") != "cohen"}
+    assert foreign and not {f"certify.{key}" for key in filled["certify"]} & foreign
     for key, default in stated.items():  # smoke.yaml states no other value for these keys
+        if key in foreign:
+            continue
         node = filled
         for part in key.split("."):
             node = node[part]

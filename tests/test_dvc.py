@@ -27,7 +27,7 @@ from dvc_repos import (
     tool_env,
 )
 
-from dmae import code_identity
+from dmae import code_identity, pipeline
 from dmae import config as cfglib
 from dmae.ops.dvc import stages as dvcstages
 from dmae.ops.dvc import sync as dvcsync
@@ -136,6 +136,30 @@ def test_an_adaptive_certification_tracks_the_report_grid_it_settles():
     for certify in ({"method": "adaptive", "radii": [0.0, 0.5]}, {}):
         for params in certify_params(certify).values():
             assert "report.radii" not in params
+
+
+def test_another_methods_settings_leave_a_certification_alone_for_both_tools():
+    """A cohen config that writes an adaptive setting (or whose adaptive defaults change)
+    certifies as before: Snakemake's settings of the job and DVC's params leave it out."""
+    written = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    assert written["certify"].get("method", "cohen") == "cohen"
+    switched = copy.deepcopy(written)
+    switched["certify"]["first_look"] = 20  # an adaptive setting
+
+    def both(text: dict) -> tuple[dict, dict]:
+        cfg = cfglib.validate(copy.deepcopy(text))
+        stages = dvcstages.dvc_stages(cfg, DEFAULT, text)
+        return (pipeline.settings(cfg, "certify_shard"),
+                {name: stage["params"][0][DEFAULT] for name, stage in stages.items()
+                 if name.startswith("certify")})
+
+    (snakemake_before, dvc_before), (snakemake_after, dvc_after) = both(written), both(switched)
+    assert "first_look" not in snakemake_before["certify"]
+    assert snakemake_after == snakemake_before
+    assert all("certify" in params for params in dvc_before.values())
+    for params in dvc_after.values():  # the section by the keys it uses
+        assert "certify" not in params and "certify.first_look" not in params
+        assert {"certify.n", "certify.n0", "certify.alpha"} <= set(params)
 
 
 def test_stage_names_are_valid_and_every_output_has_one_owner():

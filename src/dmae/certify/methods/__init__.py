@@ -122,10 +122,16 @@ def schema_properties(key: str, node: dict) -> dict[str, dict]:
 
 
 def complete(cfg: dict, source: str) -> None:
-    """Fill in the derived settings of the config's method (``CertificationMethod.derived``) and
-    check its settings as building it does; ConfigError naming the key otherwise."""
+    """Drop the other methods' settings, fill in the derived settings of the config's method
+    (``CertificationMethod.derived``) and check its settings as building it does; ConfigError
+    naming the key otherwise."""
     certify = cfg["certify"]
     cls = get(certify["method"])
+    # Only the chosen method's settings stay: another's (its defaults, or written before a
+    # switch of method) would rerun every certification when they change.
+    for name, other in registered().items():
+        for setting in other.settings if name != certify["method"] else ():
+            certify.pop(setting, None)
     filled = {}
     for setting, key in cls.derived.items():
         if certify[setting] is None:

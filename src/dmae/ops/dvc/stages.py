@@ -73,6 +73,7 @@ def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: 
     """DVC params: the settings the rules read (dmae.pipeline) that the config file writes
     (DVC fails on a missing key; a default is not in the file), the keys a setting the file
     leaves null was filled in from (dmae.config.filled_from), and the rules' code digests.
+    A section is tracked whole, or by its used keys where it writes some the config drops.
     DVC reads a dotted key, so a key holding a dot (a sigma, "0.25") is tracked by its
     section."""
     keys = []
@@ -83,10 +84,15 @@ def _params(cfg: dict, configfile: str, written: dict, rules: list[str], **job: 
                      if target == key or target.startswith(key + ".")]
         for path in pipeline.setting_keys(rule, **job):
             path = path[:next((i for i, p in enumerate(path) if "." in p), len(path))]
-            node = written
+            node, used = written, cfg
             for part in path:
                 node = node.get(part) if isinstance(node, dict) else None
-            if node is not None:
+                used = used.get(part) if isinstance(used, dict) else None
+            if isinstance(node, dict) and isinstance(used, dict) and node.keys() - used.keys():
+                # a section that writes settings the config does not use (another
+                # certification method's): each used one, as Snakemake sees them
+                keys += [".".join((*path, key)) for key in node if key in used]
+            elif node is not None:
                 keys.append(".".join(path))
     digests = [f"rules.{rule}" for rule in rules]
     return [{configfile: list(dict.fromkeys(keys))}, {code_identity.IDENTITY_FILE: digests}]
