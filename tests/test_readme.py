@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from importlib import metadata
@@ -158,3 +159,29 @@ def test_the_seed_table_lists_the_recipes_in_the_configs_order_with_the_reports_
     methods = [row.split(" | ")[0].lstrip("| ") for row in rendered[2:]]
     labels = [spec["label"] for spec in cfg["methods"].values()]
     assert list(dict.fromkeys(methods)) == labels
+
+
+def _certify_budget():
+    spec = importlib.util.spec_from_file_location(
+        "certify_budget", REPO / "benchmarks" / "certify_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_certification_budget_tables_are_those_of_the_committed_figures():
+    """README.md's and benchmarks/README.md's adaptive-certification tables are written by
+    `benchmarks/certify_budget.py --readmes` from benchmarks/figures/, not typed."""
+    budget = _certify_budget()
+    blocks = budget.readme_blocks()
+    assert len(blocks[REPO / "benchmarks" / "README.md"]) == len(budget.SETTINGS)
+    for path, named in blocks.items():
+        text = path.read_text()
+        for name, body in named.items():
+            assert budget.write_block(text, name, body, path) == text, (path, name)
+    # a figure that moves moves the table
+    figures = budget.committed_figures()
+    setting = next(iter(figures))
+    figures[setting]["settings"][setting]["table"][0]["passes/image"] += 1
+    assert budget.setting_block(setting, figures[setting]) != blocks[
+        REPO / "benchmarks" / "README.md"][setting]
