@@ -129,10 +129,10 @@ def test_cohen_certify_keeps_alpha_at_each_probability_and_a_2_alpha_bound_is_ca
 
 def test_adaptive_certify_keeps_alpha_at_each_threshold_and_a_2_alpha_plan_is_caught():
     """A hair below each threshold of the grid (where a certificate of that radius is false,
-    and its test spends nearly all of alpha), checked one probability at a time; the near
-    miss spends 2 alpha by the same recursion."""
+    and its test spends nearly all of alpha) and exactly at each (where it is just true),
+    checked one probability at a time; the near miss spends 2 alpha by the same recursion."""
     thresholds = [float(norm.cdf(r / SIGMA)) for r in RADII]
-    p_values = [t - 0.002 for t in thresholds]
+    p_values = [t - 0.002 for t in thresholds] + thresholds
     trials = CALLS // len(p_values)
     rates = {}
     for i, p_a in enumerate(p_values):
