@@ -147,6 +147,34 @@ def test_seed_claims_tell_all_overlap_and_no():
     assert "| DMAE + CR > RS | best | — |" in seed_claims(nothing)
 
 
+def test_seed_findings_say_where_each_claim_holds_for_every_seed():
+    import pandas as pd
+
+    from dmae.report.readme import seed_findings
+
+    radii = ["r=0", "r=0.5", "r=1", "r=1.5"]
+
+    def row(recipe, label, sigma, cells):
+        out = {"method": label, "recipe": recipe, "sigma": sigma, "seeds": 3}
+        for column, (mean, lo, hi) in zip([*radii, "ACR"], cells, strict=True):
+            out |= {f"{column} mean": mean, f"{column} min": lo, f"{column} max": hi}
+        return out
+
+    dmae = [(80, 79, 81), (60, 58, 62), (40, 39, 41), (20, 19, 21), (0.6, 0.5, 0.7)]
+    rs = [(81, 80, 82), (50, 48, 52), (39, 35, 40), (10, 9, 11), (0.5, 0.45, 0.55)]
+    spread = pd.DataFrame([row("dmae", "DMAE", s, dmae) for s in ("0.5", "best")]
+                          + [row("rs", "RS", s, rs) for s in ("0.5", "best")])
+    text = seed_findings(spread)
+    assert ("- **DMAE beats RS** (best over sigma): for every seed pairing at r = 0.5 and 1.5; "
+            "on the mean only (seed ranges overlap) at r = 1 and in ACR; not at all (RS ahead "
+            "on the mean) at r = 0.") in text, text
+    assert "at most 4.0 points for DMAE and 5.0 points for RS." in text, text
+    # the seed ranges decide: RS's best seed reaching DMAE's worst turns "every" into "mean"
+    spread.loc[spread["recipe"] == "rs", "r=1.5 max"] = 19.0
+    assert "for every seed pairing at r = 0.5;" in seed_findings(spread)
+    assert seed_findings(spread[spread["recipe"] != "rs"]).count("beats") == 0
+
+
 def test_the_seed_table_lists_the_recipes_in_the_configs_order_with_the_reports_cells():
     from dmae.report.readme import _seed_table, seeds_results_dir
 

@@ -83,6 +83,9 @@ def _seed_section(cfg: dict) -> list[str]:
                   "the means differ but the seed ranges overlap (overlap), or not (no); — where "
                   "neither certifies anything (above the radius ceiling):", "",
                   claims, ""]
+    findings = seed_findings(pd.read_csv(table, dtype={"sigma": str}))
+    if findings:
+        lines += ["What the seed study shows, read from those tables:", "", findings, ""]
     return lines
 
 
@@ -136,6 +139,68 @@ def seed_claims(spread: pd.DataFrame) -> str:
                          + " | ".join(cells) + " |")
             rows += 1
     return "\n".join(lines) if rows else ""
+
+
+def _and(items: list[str]) -> str:
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _cells(columns: list[str], values: list[str]) -> str:
+    """Columns of the seed table in words: "r = 0.25–1.5 and 2 and in ACR", a run of three or
+    more neighbouring radii as a range."""
+    parts: list[str] = []
+    run: list[str] = []
+    for column in [c for c in values if c != "ACR"] + [""]:
+        if column in columns:
+            run.append(column.removeprefix("r="))
+            continue
+        parts += [f"{run[0]}–{run[-1]}"] if len(run) > 2 else run
+        run = []
+    text = f"r = {_and(parts)}" if parts else ""
+    if "ACR" in columns:
+        text = f"{text} and in ACR" if text else "in ACR"
+    return text
+
+
+def seed_findings(spread: pd.DataFrame) -> str:
+    """The seed study in words, from its table: how far seeds spread per recipe, and for each
+    claim of SEED_CLAIMS (best over sigma) where every seed pairing agrees, where only the
+    means do and where the second recipe leads."""
+    values = [c[: -len(" mean")] for c in spread.columns if c.endswith(" mean")]
+    radii = [v for v in values if v != "ACR"]
+    per_sigma = spread[spread["sigma"] != "best"]
+    lines = []
+    if radii and len(per_sigma):
+        widest = {method: max(float((rows[f"{r} max"] - rows[f"{r} min"]).max()) for r in radii)
+                  for method, rows in per_sigma.groupby("method", sort=False)}
+        lines.append("- Training noise: a cell's seed range (max − min, any sigma and radius) "
+                     "is at most " + _and([f"{width:.1f} points for {method}"
+                                          for method, width in widest.items()]) + ".")
+    recipes = {row["recipe"]: row["method"] for _, row in spread.iterrows()}
+    best = spread[spread["sigma"] == "best"]
+    for first, second in SEED_CLAIMS:
+        if first not in recipes or second not in recipes or best.empty:
+            continue
+        a = best[best["recipe"] == first].iloc[0]
+        b = best[best["recipe"] == second].iloc[0]
+        verdicts: dict[str, list[str]] = {"all": [], "overlap": [], "no": []}
+        for column in values:
+            diff = a[f"{column} mean"] - b[f"{column} mean"]
+            if diff != diff or a[f"{column} max"] == b[f"{column} max"] == 0:
+                continue
+            verdict = ("all" if a[f"{column} min"] > b[f"{column} max"]
+                       else "overlap" if diff > 0 else "no")
+            verdicts[verdict].append(column)
+        said = []
+        for verdict, words in (("all", "for every seed pairing at"),
+                               ("overlap", "on the mean only (seed ranges overlap) at"),
+                               ("no", f"not at all ({recipes[second]} ahead on the mean) at")):
+            if verdicts[verdict]:
+                said.append(f"{words} {_cells(verdicts[verdict], values)}")
+        if said:
+            lines.append(f"- **{recipes[first]} beats {recipes[second]}** (best over sigma): "
+                         + "; ".join(said) + ".")
+    return "\n".join(lines)
 
 
 def _table(path: Path) -> str:
