@@ -184,3 +184,28 @@ def test_the_committed_tables_and_figures_are_those_dvc_lock_records():
                     checked += 1
         cfg = cfglib.load(REPO / configfile)
         assert checked >= len(registry.table_paths(cfg)) + len(registry.figure_paths(cfg))
+
+
+def test_a_seed_studys_seed_zero_runs_are_checked_against_the_base_runs_bytes(tmp_path):
+    """The runs of config/fashion-mnist-seeds.yaml whose settings equal the default's (seed 0)
+    are paired with them, the other seeds are not; a paired file must have the base run's
+    bytes, except the training's JSON record, which names its run."""
+    study = cfglib.load(REPO / "config" / "fashion-mnist-seeds.yaml")
+    base = cfglib.load(REPO / "config" / "default.yaml")
+    pairs = check.same_runs(study, base)
+    assert {ours.parts[-2] if ours.name.startswith("sigma_") else ours.name
+            for ours, _ in pairs} == {"rs_s0", "mae_s0", "dmae_s0"}
+    assert len(pairs) == 2 + 3 * 2 * 2  # two pretrainings; 3 recipes x 2 sigmas x 2 folders
+    ours = layout.finetune_dir(study, "vit_s", "dmae_s0", "0.5")
+    theirs = layout.finetune_dir(base, "vit_s", "dmae", "0.5")
+    expected = {}
+    for name, content in (("best.safetensors", b"weights"), ("metrics.csv", b"epoch\n1\n"),
+                          ("best.json", b'{"method": "dmae_s0"}')):
+        (tmp_path / ours).mkdir(parents=True, exist_ok=True)
+        (tmp_path / ours / name).write_bytes(content)
+        expected[dvcstages.posix(theirs / name)] = check.md5(tmp_path / ours / name)
+    expected[dvcstages.posix(theirs / "best.json")] = "0" * 32  # the base run's own name
+    assert check.seed_zero_differences(tmp_path, study, base, expected) == (2, [])
+    (tmp_path / ours / "metrics.csv").write_bytes(b"epoch\n2\n")
+    assert check.seed_zero_differences(tmp_path, study, base, expected) == (
+        1, [dvcstages.posix(ours / "metrics.csv")])

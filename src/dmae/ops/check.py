@@ -11,6 +11,10 @@ The pinned CPU kernels write the same bytes on CPUs of one vendor, not across ve
   ``layout.reference_hashes(cfg, vendor)``, the md5 of every output as a run on that vendor
   wrote them for the same dvc.lock (``dmae check --record`` writes it).
   Where neither exists, the table comparison is the check, and it says so.
+
+A seed study (``<name>-seeds``, dmae.report.readme) has no pipeline of its own; its runs whose
+settings equal a run of its base config (seed 0: the same seeds) are checked against the
+base's bytes of this vendor instead (``seed_zero_differences``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from pathlib import Path
 import yaml
 
 from dmae import layout
-from dmae.config import load
+from dmae.config import finetune_settings, load, pretrain_settings
 from dmae.io import write_json
-from dmae.ops.dvc.stages import posix
+from dmae.ops.dvc.stages import committed_pipelines, posix
 from dmae.ops.dvc.sync import outputs, pipeline_of, tool
 from dmae.report.compare import compare_runs, format_comparison
 from dmae.report.run_info import run_info_path
@@ -107,6 +111,102 @@ def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
                   for entry in found.get(kind, []))
 
 
+def _lock_hashes(root: Path, dvc_yaml: str) -> dict[str, str]:
+    """The md5 of every file output the committed dvc.lock (at HEAD) records."""
+    lock = posix(Path(dvc_yaml).with_suffix(".lock"))
+    stages = yaml.safe_load(_git(root, "show", f"HEAD:{lock}"))["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values()
+            for out in stage.get("outs", []) if not out["md5"].endswith(".dir")}
+
+
+def vendor_hashes(root: Path, configfile: str, dvc_yaml: str) -> tuple[dict[str, str], str] | None:
+    """The md5 of the committed run's outputs as a CPU of this machine's vendor writes them,
+    and where they come from (dvc.lock, or the vendor's reference); None without either."""
+    cfg = load(root / configfile)
+    if committed_run_info(root, cfg).get("cpu_vendor") in (None, cpu_vendor()):
+        return _lock_hashes(root, dvc_yaml), posix(Path(dvc_yaml).with_suffix(".lock"))
+    path = layout.reference_hashes(cfg, cpu_vendor())
+    if not (root / path).is_file():
+        return None
+    return json.loads((root / path).read_text())["md5"], posix(path)
+
+
+def same_runs(study: dict, base: dict) -> list[tuple[Path, Path]]:
+    """(study prefix, base prefix) of the output paths of every run of ``study`` whose
+    settings, and its pretraining's, equal those of a run of ``base`` at the same sigma:
+    the pretraining folder, the fine-tuning folder and the certification (``<sigma>``, which
+    ``.tsv``, ``.tsv.meta.json`` and the shard folder extend)."""
+    pairs: dict[Path, Path] = {}
+    if study["dataset"] != base["dataset"] or study["certify"] != base["certify"]:
+        return []
+    for model, method, sigma in layout.runs(study):
+        for other in base["methods"]:
+            if (model, other, sigma) not in layout.runs(base) or finetune_settings(
+                    study, model, method, float(sigma)) != finetune_settings(
+                    base, model, other, float(sigma)):
+                continue
+            ours, theirs = study["methods"][method]["pretraining"], base["methods"][other][
+                "pretraining"]
+            if (ours is None) != (theirs is None) or (ours is not None and pretrain_settings(
+                    study, model, ours) != pretrain_settings(base, model, theirs)):
+                continue
+            if ours is not None:
+                pairs[layout.pretrain_dir(study, model, ours)] = layout.pretrain_dir(
+                    base, model, theirs)
+            pairs[layout.finetune_dir(study, model, method, sigma)] = layout.finetune_dir(
+                base, model, other, sigma)
+            pairs[layout.certify_tsv(study, model, method, sigma).with_suffix("")] = (
+                layout.certify_tsv(base, model, other, sigma).with_suffix(""))
+            break
+    return list(pairs.items())
+
+
+def seed_zero_differences(root: Path, study: dict, base: dict, expected: dict[str, str]
+                          ) -> tuple[int, list[str]]:
+    """How many of the base run's files (``expected``: their md5) the study's equal runs
+    (``same_runs``) reproduce, and the study's files that differ or are missing. A training
+    run's JSON record names its run, so it is left out; its weights and metrics count."""
+    same, differ = 0, []
+    trainings = {posix(layout.results_dir(base) / stage) for stage in ("pretrain", "finetune")}
+    for ours, theirs in same_runs(study, base):
+        prefix = posix(theirs)
+        for path, digest in sorted(expected.items()):
+            rest = path[len(prefix):]
+            if not path.startswith(prefix) or rest[:1] not in (".", "/"):
+                continue
+            if path.endswith(".json") and any(path.startswith(t + "/") for t in trainings):
+                continue
+            if md5(root / (posix(ours) + rest)) == digest:
+                same += 1
+            else:
+                differ.append(posix(ours) + rest)
+    return same, differ
+
+
+def _check_seed_zero(root: Path, study: dict) -> int:
+    """Check a seed study's runs that equal its base config's against the base's bytes."""
+    for configfile in committed_pipelines(root):
+        base = load(root / configfile)
+        if f"{base['name']}-seeds" != study["name"]:
+            continue
+        found = vendor_hashes(root, configfile, pipeline_of(root, root / configfile))
+        if found is None:
+            print(f"check: no {cpu_vendor()} bytes of {configfile}'s run are committed to "
+                  "check the seed study's seed-0 runs against")
+            return 0
+        expected, source = found
+        same, differ = seed_zero_differences(root, study, base, expected)
+        for name in differ:
+            print(f"  differs from {configfile}'s run ({source}), or is missing: {name}")
+        if differ or not same:
+            print(f"check: {len(differ)} of {same + len(differ)} files of the runs that "
+                  f"repeat {configfile}'s differ from its bytes or are missing ({source})")
+            return 1
+        print(f"check: the {same} files of the runs that repeat {configfile}'s (seed 0) have "
+              f"its bytes ({source})")
+    return 0
+
+
 def record(configfile: str, root: Path | str = ".") -> Path:
     """Write this run's output hashes as the reference of this machine's CPU vendor."""
     root, cfg = Path(root), load(Path(root) / configfile)
@@ -141,7 +241,7 @@ def check(configfile: str, root: Path | str = ".") -> int:
     dvc_yaml = pipeline_of(root, root / configfile)
     if dvc_yaml is None:
         print(f"check: {configfile} has no committed DVC pipeline, so only its tables count")
-        return 0
+        return _check_seed_zero(root, cfg)
     ours, theirs = cpu_vendor(), committed_run_info(root, cfg).get("cpu_vendor")
     lock = Path(dvc_yaml).with_suffix(".lock")
     if theirs in (None, ours):
