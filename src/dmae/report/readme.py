@@ -111,6 +111,17 @@ def _seed_table(spread_csv: Path, cfg: dict) -> str:
 SEED_CLAIMS = (("dmae", "rs"), ("dmae", "mae"))
 
 
+def _claim(a: pd.Series, b: pd.Series, column: str) -> tuple[float, str] | None:
+    """mean(a) - mean(b) of a seed-table column and its verdict: "all" when every seed of a
+    beats every seed of b, "overlap" when only the mean does, "no" otherwise; None where a
+    recipe has no finished seed or neither certifies anything."""
+    diff = a[f"{column} mean"] - b[f"{column} mean"]
+    if diff != diff or a[f"{column} max"] == b[f"{column} max"] == 0:
+        return None
+    return diff, ("all" if a[f"{column} min"] > b[f"{column} max"]
+                  else "overlap" if diff > 0 else "no")
+
+
 def seed_claims(spread: pd.DataFrame) -> str:
     """Markdown: for each claim of SEED_CLAIMS whose recipes both ran, per sigma and radius,
     mean(first) - mean(second) and whether min(first) > max(second)."""
@@ -127,14 +138,13 @@ def seed_claims(spread: pd.DataFrame) -> str:
             b = spread[(spread["recipe"] == second) & (spread["sigma"] == sigma)].iloc[0]
             cells = []
             for column in values:
-                diff = a[f"{column} mean"] - b[f"{column} mean"]
-                if diff != diff or a[f"{column} max"] == b[f"{column} max"] == 0:
-                    cells.append("—")  # a recipe has no finished seed, or none certifies here
+                claim = _claim(a, b, column)
+                if claim is None:
+                    cells.append("—")
                     continue
-                verdict = ("**all**" if a[f"{column} min"] > b[f"{column} max"]
-                           else "overlap" if diff > 0 else "no")
+                diff, verdict = claim
                 digits = 3 if column == "ACR" else 1
-                cells.append(f"{diff:+.{digits}f} {verdict}")
+                cells.append(f"{diff:+.{digits}f} {'**all**' if verdict == 'all' else verdict}")
             lines.append(f"| {recipes[first]} > {recipes[second]} | {sigma} | "
                          + " | ".join(cells) + " |")
             rows += 1
@@ -185,12 +195,9 @@ def seed_findings(spread: pd.DataFrame) -> str:
         b = best[best["recipe"] == second].iloc[0]
         verdicts: dict[str, list[str]] = {"all": [], "overlap": [], "no": []}
         for column in values:
-            diff = a[f"{column} mean"] - b[f"{column} mean"]
-            if diff != diff or a[f"{column} max"] == b[f"{column} max"] == 0:
-                continue
-            verdict = ("all" if a[f"{column} min"] > b[f"{column} max"]
-                       else "overlap" if diff > 0 else "no")
-            verdicts[verdict].append(column)
+            claim = _claim(a, b, column)
+            if claim is not None:
+                verdicts[claim[1]].append(column)
         said = []
         for verdict, words in (("all", "for every seed pairing at"),
                                ("overlap", "on the mean only (seed ranges overlap) at"),
