@@ -89,13 +89,19 @@ def md5(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _lock_outs(root: Path, dvc_yaml: str) -> dict[str, str]:
+    """Every output the committed dvc.lock (at HEAD) records: path -> md5 (a folder's ends
+    in ".dir")."""
+    lock = posix(Path(dvc_yaml).with_suffix(".lock"))
+    stages = yaml.safe_load(_git(root, "show", f"HEAD:{lock}"))["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values()
+            for out in stage.get("outs", [])}
+
+
 def lock_outputs(root: Path, dvc_yaml: str) -> str:
     """A digest of the outputs the committed dvc.lock (at HEAD) records: a reference of
     another vendor describes the run of that lock only."""
-    lock = posix(Path(dvc_yaml).with_suffix(".lock"))
-    stages = yaml.safe_load(_git(root, "show", f"HEAD:{lock}"))["stages"]
-    outs = sorted(f"{out['path']} {out['md5']}" for stage in stages.values()
-                  for out in stage.get("outs", []))
+    outs = sorted(f"{path} {md5}" for path, md5 in _lock_outs(root, dvc_yaml).items())
     return hashlib.sha256("\n".join(outs).encode()).hexdigest()[:16]
 
 
@@ -111,20 +117,14 @@ def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
                   for entry in found.get(kind, []))
 
 
-def _lock_hashes(root: Path, dvc_yaml: str) -> dict[str, str]:
-    """The md5 of every file output the committed dvc.lock (at HEAD) records."""
-    lock = posix(Path(dvc_yaml).with_suffix(".lock"))
-    stages = yaml.safe_load(_git(root, "show", f"HEAD:{lock}"))["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values()
-            for out in stage.get("outs", []) if not out["md5"].endswith(".dir")}
-
-
 def vendor_hashes(root: Path, configfile: str, dvc_yaml: str) -> tuple[dict[str, str], str] | None:
     """The md5 of the committed run's outputs as a CPU of this machine's vendor writes them,
     and where they come from (dvc.lock, or the vendor's reference); None without either."""
     cfg = load(root / configfile)
     if committed_run_info(root, cfg).get("cpu_vendor") in (None, cpu_vendor()):
-        return _lock_hashes(root, dvc_yaml), posix(Path(dvc_yaml).with_suffix(".lock"))
+        files = {path: md5 for path, md5 in _lock_outs(root, dvc_yaml).items()
+                 if not md5.endswith(".dir")}
+        return files, posix(Path(dvc_yaml).with_suffix(".lock"))
     path = layout.reference_hashes(cfg, cpu_vendor())
     if not (root / path).is_file():
         return None
@@ -139,11 +139,12 @@ def same_runs(study: dict, base: dict) -> list[tuple[Path, Path]]:
     pairs: dict[Path, Path] = {}
     if study["dataset"] != base["dataset"] or study["certify"] != base["certify"]:
         return []
+    base_runs = set(layout.runs(base))
     for model, method, sigma in layout.runs(study):
+        settings = finetune_settings(study, model, method, float(sigma))
         for other in base["methods"]:
-            if (model, other, sigma) not in layout.runs(base) or finetune_settings(
-                    study, model, method, float(sigma)) != finetune_settings(
-                    base, model, other, float(sigma)):
+            if ((model, other, sigma) not in base_runs
+                    or finetune_settings(base, model, other, float(sigma)) != settings):
                 continue
             ours, theirs = study["methods"][method]["pretraining"], base["methods"][other][
                 "pretraining"]
