@@ -76,14 +76,15 @@ def _seed_section(cfg: dict) -> list[str]:
              f"seeds each, `{cfg['name']}-seeds`{run}; mean (min–max) over the seeds of the "
              "certified accuracy (%) on the same test images:", "",
              _seed_table(table, cfg), ""]
-    claims = seed_claims(pd.read_csv(table, dtype={"sigma": str}))
+    spread = pd.read_csv(table, dtype={"sigma": str})
+    claims = seed_claims(spread)
     if claims:
         lines += ["The paper's claims across seeds: the mean difference in points, and whether "
                   "every seed of the first recipe beats every seed of the second (**all**), "
                   "the means differ but the seed ranges overlap (overlap), or not (no); — where "
                   "neither certifies anything (above the radius ceiling):", "",
                   claims, ""]
-    findings = seed_findings(pd.read_csv(table, dtype={"sigma": str}))
+    findings = seed_findings(spread)
     if findings:
         lines += ["What the seed study shows, read from those tables:", "", findings, ""]
     return lines
