@@ -424,14 +424,19 @@ def summary_block(figures: dict[str, dict]) -> str:
         lines.append(f"| {setting}: n = {s['n']:,}, radii {s['radii'][0]:g}-{s['radii'][-1]:g} "
                      f"| {run['images_per_sigma']} | " + " | ".join(cells_)
                      + f" | {_cells_note(vs[worst], run['images_per_sigma'])} |")
-    lines += ["", "| paper table | " + " | ".join(VARIANTS) + " |",
-              "|---|" + "---:|" * len(VARIANTS)]
+    return "\n".join([*lines, "", projection_table(
+        {setting: run["settings"][setting] for setting, run in figures.items()})])
+
+
+def projection_table(measured: dict[str, dict]) -> str:
+    """The paper's tables' forward passes per variant, projected from the passes measured at
+    their setting (``measured``: setting -> its figures)."""
+    lines = ["| paper table | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
     for table_name, (setting, images, sigmas, models) in PAPER_TABLES.items():
-        if setting not in figures:
+        if setting not in measured:
             continue
         s = SETTINGS[setting]
-        total = pd.DataFrame(figures[setting]["settings"][setting]["table"]).groupby(
-            "method")["passes"].sum()
+        total = pd.DataFrame(measured[setting]["table"]).groupby("method")["passes"].sum()
         cohen = images * sigmas * models * (s["n0"] + s["n"])
         lines.append(f"| {table_name}, {images:,} images x {sigmas} sigmas | "
                      + " | ".join(_scientific(cohen * total[v] / total["cohen"]) for v in VARIANTS)
@@ -580,17 +585,7 @@ def main() -> None:
                                         "vs": summary}
     print("\n## Projected cost of the paper's tables (forward passes of the base classifier, "
           "from the ratios measured here)\n")
-    print("| table | " + " | ".join(VARIANTS) + " |")
-    print("|---|" + "---:|" * len(VARIANTS))
-    for table_name, (setting, images, sigmas, models) in PAPER_TABLES.items():
-        if setting not in figures["settings"]:
-            continue
-        s = SETTINGS[setting]
-        measured = pd.DataFrame(figures["settings"][setting]["table"])
-        total = measured.groupby("method")["passes"].sum()
-        cohen = images * sigmas * models * (s["n0"] + s["n"])
-        cells_ = [f"{cohen * total[v] / total['cohen']:.2g}" for v in VARIANTS]
-        print(f"| {table_name} | " + " | ".join(cells_) + " |")
+    print(projection_table(figures["settings"]))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1, default=float) + "\n")
 
