@@ -36,14 +36,18 @@ def test_run_info_reads_wall_time_and_memory_from_benchmarks(tmp_path):
     cfg["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
     bench = tmp_path / "results" / "smoke" / "benchmarks"
     (bench / "finetune").mkdir(parents=True)
-    jobs = [(bench / "prepare.tsv", 60.0, 900.0, 1_000_000),  # ran 1000-1060 s
-            (bench / "finetune" / "a.tsv", 600.0, 1500.0, 1_000_900)]  # 1000900-1001500 s
+    # prepare ran alone, a and b side by side; the run was stopped for an hour and resumed
+    # for c: 60 + 600 + 120 s of work, however the jobs overlapped or paused
+    jobs = [(bench / "prepare.tsv", 60.0, 900.0, 1_000_060),  # 1,000,000-1,000,060 s
+            (bench / "finetune" / "a.tsv", 600.0, 1500.0, 1_000_660),  # 1,000,060-1,000,660
+            (bench / "finetune" / "b.tsv", 300.0, 1200.0, 1_000_460),  # 1,000,160-1,000,460
+            (bench / "finetune" / "c.tsv", 120.0, 800.0, 1_004_380)]  # 1,004,260-1,004,380
     for path, seconds, rss, end in jobs:
         path.write_text(HEADER + f"{seconds}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t0\n")
         os.utime(path, (end, end))
     info = run_info(cfg, REPO)
-    assert info["wall_time_min"] == pytest.approx((1_000_900 - (1_000_000 - 60)) / 60, abs=0.1)
-    assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 2
+    assert info["wall_time_min"] == pytest.approx((60 + 600 + 120) / 60, abs=0.05)
+    assert info["peak_job_rss_mib"] == 1500 and info["jobs"] == 4
     assert f"CPU ({reproducibility.machine_isa()})" in info["machine"]
     vendor = next(line.split(":")[1].strip()
                   for line in Path("/proc/cpuinfo").read_text().splitlines()

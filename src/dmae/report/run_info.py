@@ -20,6 +20,16 @@ def run_info_path(cfg: dict) -> Path:
     return layout.results_dir(cfg) / "tables" / "run_info.json"
 
 
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """Seconds in which at least one job ran: a run stopped and resumed later does not
+    count the pause, and jobs that ran side by side count once."""
+    total, covered_to = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        total += max(0.0, end - max(start, covered_to))
+        covered_to = max(covered_to, end)
+    return total
+
+
 def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
     """Commit, machine and the run's wall time and peak job memory, from its benchmarks."""
     rows = []
@@ -43,7 +53,7 @@ def run_info(cfg: dict, repo: Path = Path(".")) -> dict:
         "cpu_vendor": reproducibility.cpu_vendor(),
         "cpu_isa": cfg["runtime"]["cpu_isa"],
         **software,
-        "wall_time_min": round((max(r[1] for r in rows) - min(r[0] for r in rows)) / 60, 1),
+        "wall_time_min": round(busy_seconds([(r[0], r[1]) for r in rows]) / 60, 1),
         "peak_job_rss_mib": round(max(r[2] for r in rows)),
         "jobs": len(rows),
     }
