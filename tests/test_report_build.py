@@ -425,3 +425,25 @@ def test_compare_with_a_run_that_states_no_intervals(cfg, tmp_path):
         tables_dir(old) / "certified_accuracy.csv", index=False)
     cells = {(c.table, c.row, c.column): c for c in compare(old, cfg).cells}
     assert cells[("certified_accuracy", "dmae 0.5", "r=0")].verdict == "within"
+
+
+def test_compare_with_a_run_from_before_a_column_was_added(cfg, tmp_path):
+    """A descriptive column the older tables lack is reported and decides nothing; a
+    measurement (a radius's certified accuracy) one run lacks is missing."""
+    populate(cfg)
+    write_report(cfg)
+    old = {**cfg, "paths": {**cfg["paths"], "results": str(tmp_path / "old")}}
+    populate(old)
+    write_report(old)
+    path = tables_dir(old) / "certified_accuracy.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written
+    table.drop(columns=["certification", "passes/image"]).to_csv(path, index=False)
+    comparison = compare(old, cfg)
+    cells = {(c.table, c.row, c.column): c for c in comparison.cells}
+    added = cells[("certified_accuracy", "dmae 0.5", "passes/image")]
+    assert (added.verdict, added.note) == ("different", "a column one run lacks")
+    assert not comparison.beyond_uncertainty
+
+    table.drop(columns=["r=0", "r=0 lo", "r=0 hi"]).to_csv(path, index=False)
+    beyond = {(c.table, c.row, c.column) for c in compare(old, cfg).beyond_uncertainty}
+    assert ("certified_accuracy", "dmae 0.5", "r=0") in beyond

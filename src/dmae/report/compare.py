@@ -8,8 +8,10 @@ Clopper-Pearson bounds would not do: 1 of 500 images has a lower bound above 0, 
 more or less at an accuracy near 0 would count as beyond.) Cells without an interval (image
 counts, validation accuracies, the epoch chosen) are reported when they differ but decide
 nothing, except ``images``: runs that certified different images do not measure the same
-thing. A row or table one run lacks is a difference beyond the uncertainty. When only one
-run states a cell's interval (tables made before intervals were stated), its h serves both.
+thing. A row, table or measured column one run lacks is a difference beyond the uncertainty;
+a column without an interval that one run lacks (added to the report since the other run's
+tables were made) is reported and decides nothing. When only one run states a cell's
+interval (tables made before intervals were stated), its h serves both.
 
 On one machine, and on any x86-64 machine of the same CPU vendor with ``runtime.cpu_isa: avx2``,
 a rerun of the same commit gives identical cells; another vendor's CPU, GPU runs and changed
@@ -128,8 +130,13 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
                        if c not in keys and not c.endswith((LO, HI))]
             for column in columns:
                 if column not in ra.index or column not in rb.index:
-                    comparison.cells.append(Cell(name, row_name, column, "", "", MISSING,
-                                                 "a column one run lacks"))
+                    # a measurement one run lacks is missing; a descriptive column added
+                    # since the other run's tables were made decides nothing
+                    measured = (interval_columns(column)[0] in (*a.columns, *b.columns)
+                                or column in DECIDING_WITHOUT_INTERVAL)
+                    comparison.cells.append(Cell(
+                        name, row_name, column, ra.get(column, ""), rb.get(column, ""),
+                        MISSING if measured else DIFFERENT, "a column one run lacks"))
                     continue
                 verdict, note = _judge(column, ra, rb)
                 comparison.cells.append(Cell(name, row_name, column, ra[column], rb[column],
