@@ -69,6 +69,12 @@ def test_on_the_vendor_of_the_committed_run_dvc_lock_decides(pushed):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"  modified: {checkpoint.relative_to(clone)}" in proc.stdout
     assert "check: 1 outputs differ from what" in proc.stdout
+    # an output DVC does not cache (cache: false: the figures, the tables) is checked too
+    figure = next((clone / "results" / NAME / "figures").glob("*.png"))
+    figure.write_bytes(figure.read_bytes() + b"\0")
+    proc = dmae_check(clone, env)
+    assert f"  modified: {figure.relative_to(clone)}" in proc.stdout, proc.stdout
+    assert "check: 2 outputs differ from what" in proc.stdout
 
 
 @pytest.mark.slow
@@ -130,6 +136,8 @@ def test_a_table_cell_beyond_its_interval_fails_the_check(pushed):
     proc = dmae_check(clone, env)
     assert proc.returncode == 1
     assert "beyond" in proc.stdout and "certified_accuracy" in proc.stdout
+    # the bytes are checked too, so the moved cell comes with the file that moved
+    assert f"  modified: {table.relative_to(clone)}" in proc.stdout, proc.stdout
 
 
 # ------------------------------------------------------------- the committed references

@@ -6,8 +6,8 @@ The pinned CPU kernels write the same bytes on CPUs of one vendor, not across ve
 - every table cell against the tables committed at HEAD (``dmae compare``): identical,
   within its 95% interval, or beyond it, which fails the check;
 - for a config whose DVC pipeline is committed, every output's bytes against the reference of
-  this machine's CPU vendor: dvc.lock (``dvc status``) where the committed run was made on this
-  vendor (its run_info.json says which; ``dvc diff`` against HEAD), else
+  this machine's CPU vendor: the dvc.lock committed at HEAD where the committed run was made on
+  this vendor (its run_info.json says which), else
   ``layout.reference_hashes(cfg, vendor)``, the md5 of every output as a run on that vendor
   wrote them for the same dvc.lock (``dmae check --record`` writes it).
   Where neither exists, the table comparison is the check, and it says so.
@@ -106,15 +106,23 @@ def lock_outputs(root: Path, dvc_yaml: str) -> str:
 
 
 def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
-    """The outputs whose bytes differ from what the committed dvc.lock (at HEAD) records
-    (`dvc diff` hashes the workspace; it needs none of them in DVC's cache)."""
+    """The outputs whose bytes differ from what the committed dvc.lock (at HEAD) records.
+
+    `dvc diff` hashes the workspace and needs none of the outputs in DVC's cache, but it
+    skips outputs with ``cache: false`` (the tables and figures), so files are also hashed
+    here; folders keep DVC's own digest of their listing, which only `dvc diff` computes.
+    """
     proc = subprocess.run([tool("dvc"), "diff", "--json", "--targets", dvc_yaml], cwd=root,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc diff failed in {root}:\n{proc.stdout}{proc.stderr}")
     found = json.loads(proc.stdout or "{}")
-    return sorted(f"{kind}: {entry['path']}" for kind in ("modified", "deleted", "added")
-                  for entry in found.get(kind, []))
+    differ = {entry["path"]: kind for kind in ("modified", "deleted", "added")
+              for entry in found.get(kind, [])}
+    for path, digest in _lock_outs(root, dvc_yaml).items():
+        if not digest.endswith(".dir") and md5(root / path) != digest:
+            differ.setdefault(path, "modified" if (root / path).is_file() else "deleted")
+    return sorted(f"{kind}: {path}" for path, kind in differ.items())
 
 
 def vendor_hashes(root: Path, configfile: str, dvc_yaml: str) -> tuple[dict[str, str], str] | None:
@@ -229,16 +237,22 @@ def record(configfile: str, root: Path | str = ".") -> Path:
 
 
 def check(configfile: str, root: Path | str = ".") -> int:
-    """Compare the finished run of ``configfile`` with the committed one; print what was
-    found; 0 when it reproduces, 1 when not."""
+    """Compare the finished run of ``configfile`` with the committed one, its table cells
+    and then its outputs' bytes (both, so that a moved number comes with the files that
+    moved); print what was found; 0 when it reproduces, 1 when not."""
     root, cfg = Path(root), load(Path(root) / configfile)
     results = layout.results_dir(cfg)
     with tempfile.TemporaryDirectory() as scratch:
         reference = committed_tables(root, results, Path(scratch))
         comparison = compare_runs(reference, root / results)
         print(format_comparison(comparison), end="")
-    if comparison.beyond_uncertainty:
-        return 1
+    same_bytes = _check_bytes(configfile, root, cfg) == 0
+    return 0 if same_bytes and not comparison.beyond_uncertainty else 1
+
+
+def _check_bytes(configfile: str, root: Path, cfg: dict) -> int:
+    """Every output's md5 against the committed run's for this CPU vendor (or, for a seed
+    study, its seed-0 runs against the base config's); 0 when they agree."""
     dvc_yaml = pipeline_of(root, root / configfile)
     if dvc_yaml is None:
         print(f"check: {configfile} has no committed DVC pipeline, so only its tables count")
