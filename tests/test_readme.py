@@ -180,11 +180,11 @@ def test_seed_findings_say_where_each_claim_holds_for_every_seed():
 
 
 def test_the_seed_table_lists_the_recipes_in_the_configs_order_with_the_reports_cells():
-    from dmae.report.readme import _seed_table, seeds_results_dir
+    from dmae.report.readme import _seed_spread, _seed_table, seeds_results_dir
 
     cfg = cfglib.load(REPO / "config" / "default.yaml")
     table = REPO / seeds_results_dir(cfg) / "tables" / "seed_spread.md"
-    rendered = _seed_table(table.with_suffix(".csv"), cfg).splitlines()
+    rendered = _seed_table(_seed_spread(table.with_suffix(".csv"), cfg)).splitlines()
     committed = table.read_text().strip().splitlines()
     assert rendered[:2] == committed[:2]  # the same header
     assert sorted(rendered[2:]) == sorted(committed[2:])  # the same rows, maybe reordered

@@ -72,11 +72,11 @@ def _seed_section(cfg: dict) -> list[str]:
         info = read_json(info_path)
         run = (f" (commit `{info['commit']}`, {info['wall_time_min']} minutes on a "
                f"{info['machine']})")
+    spread = _seed_spread(table, cfg)
     lines = [f"Seed spread: the same recipes trained with three pretraining and fine-tuning "
              f"seeds each, `{cfg['name']}-seeds`{run}; mean (min–max) over the seeds of the "
              "certified accuracy (%) on the same test images:", "",
-             _seed_table(table, cfg), ""]
-    spread = pd.read_csv(table, dtype={"sigma": str})
+             _seed_table(spread), ""]
     claims = seed_claims(spread)
     if claims:
         lines += ["The paper's claims across seeds: the mean difference in points, and whether "
@@ -100,10 +100,14 @@ def _in_config_order(table: pd.DataFrame, cfg: dict, then: list[str]) -> pd.Data
             .drop(columns="rank"))
 
 
-def _seed_table(spread_csv: Path, cfg: dict) -> str:
-    """The seed table as the study's report renders it, its recipes in ``cfg``'s method
-    order (the study's own file may list them in another)."""
-    spread = _in_config_order(pd.read_csv(spread_csv, dtype={"sigma": str}), cfg, [])
+def _seed_spread(spread_csv: Path, cfg: dict) -> pd.DataFrame:
+    """The seed table, its recipes in ``cfg``'s method order (the study's own file may list
+    them in another), so that the table, the claims and the findings read alike."""
+    return _in_config_order(pd.read_csv(spread_csv, dtype={"sigma": str}), cfg, [])
+
+
+def _seed_table(spread: pd.DataFrame) -> str:
+    """The seed table as the study's report renders it."""
     return to_markdown(seed_spread_display(spread), bold_columns=[]).strip()
 
 
