@@ -98,6 +98,13 @@ def _lock_outs(root: Path, dvc_yaml: str) -> dict[str, str]:
             for out in stage.get("outs", [])}
 
 
+def _lock_files(root: Path, dvc_yaml: str) -> dict[str, str]:
+    """The file outputs of the committed dvc.lock: path -> md5 (folders left out: theirs is
+    DVC's digest of a listing, not of bytes)."""
+    return {path: md5 for path, md5 in _lock_outs(root, dvc_yaml).items()
+            if not md5.endswith(".dir")}
+
+
 def lock_outputs(root: Path, dvc_yaml: str) -> str:
     """A digest of the outputs the committed dvc.lock (at HEAD) records: a reference of
     another vendor describes the run of that lock only."""
@@ -119,8 +126,8 @@ def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
     found = json.loads(proc.stdout or "{}")
     differ = {entry["path"]: kind for kind in ("modified", "deleted", "added")
               for entry in found.get(kind, [])}
-    for path, digest in _lock_outs(root, dvc_yaml).items():
-        if not digest.endswith(".dir") and md5(root / path) != digest:
+    for path, digest in _lock_files(root, dvc_yaml).items():
+        if md5(root / path) != digest:
             differ.setdefault(path, "modified" if (root / path).is_file() else "deleted")
     return sorted(f"{kind}: {path}" for path, kind in differ.items())
 
@@ -130,9 +137,7 @@ def vendor_hashes(root: Path, configfile: str, dvc_yaml: str) -> tuple[dict[str,
     and where they come from (dvc.lock, or the vendor's reference); None without either."""
     cfg = load(root / configfile)
     if committed_run_info(root, cfg).get("cpu_vendor") in (None, cpu_vendor()):
-        files = {path: md5 for path, md5 in _lock_outs(root, dvc_yaml).items()
-                 if not md5.endswith(".dir")}
-        return files, posix(Path(dvc_yaml).with_suffix(".lock"))
+        return _lock_files(root, dvc_yaml), posix(Path(dvc_yaml).with_suffix(".lock"))
     path = layout.reference_hashes(cfg, cpu_vendor())
     if not (root / path).is_file():
         return None
