@@ -75,6 +75,11 @@ def test_on_the_vendor_of_the_committed_run_dvc_lock_decides(pushed):
     proc = dmae_check(clone, env)
     assert f"  modified: {figure.relative_to(clone)}" in proc.stdout, proc.stdout
     assert "check: 2 outputs differ from what" in proc.stdout
+    # a folder output (the prepared dataset) is DVC's to hash
+    prepared = next(p for p in sorted((clone / "data" / "prepared").rglob("*")) if p.is_file())
+    prepared.write_bytes(prepared.read_bytes() + b"\0")
+    proc = dmae_check(clone, env)
+    assert f"  modified: {prepared.relative_to(clone)}" in proc.stdout, proc.stdout
 
 
 @pytest.mark.slow

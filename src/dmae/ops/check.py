@@ -115,20 +115,23 @@ def lock_outputs(root: Path, dvc_yaml: str) -> str:
 def _differ_from_lock(root: Path, dvc_yaml: str) -> list[str]:
     """The outputs whose bytes differ from what the committed dvc.lock (at HEAD) records.
 
-    `dvc diff` hashes the workspace and needs none of the outputs in DVC's cache, but it
-    skips outputs with ``cache: false`` (the tables and figures), so files are also hashed
-    here; folders keep DVC's own digest of their listing, which only `dvc diff` computes.
+    Files are hashed here: `dvc diff` skips outputs with ``cache: false`` (the tables and
+    figures). Folders go through `dvc diff`, which alone computes DVC's digest of their
+    listing; it hashes the workspace and needs none of them in DVC's cache.
     """
-    proc = subprocess.run([tool("dvc"), "diff", "--json", "--targets", dvc_yaml], cwd=root,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dvc diff failed in {root}:\n{proc.stdout}{proc.stderr}")
-    found = json.loads(proc.stdout or "{}")
-    differ = {entry["path"]: kind for kind in ("modified", "deleted", "added")
-              for entry in found.get(kind, [])}
-    for path, digest in _lock_files(root, dvc_yaml).items():
-        if md5(root / path) != digest:
-            differ.setdefault(path, "modified" if (root / path).is_file() else "deleted")
+    differ = {path: "modified" if (root / path).is_file() else "deleted"
+              for path, digest in _lock_files(root, dvc_yaml).items()
+              if md5(root / path) != digest}
+    folders = [path for path, digest in _lock_outs(root, dvc_yaml).items()
+               if digest.endswith(".dir")]
+    if folders:
+        proc = subprocess.run([tool("dvc"), "diff", "--json", "--targets", *folders],
+                              cwd=root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"dvc diff failed in {root}:\n{proc.stdout}{proc.stderr}")
+        found = json.loads(proc.stdout or "{}")
+        differ.update({entry["path"]: kind for kind in ("modified", "deleted", "added")
+                       for entry in found.get(kind, [])})
     return sorted(f"{kind}: {path}" for path, kind in differ.items())
 
 
